@@ -1,0 +1,33 @@
+# Each target sets up .venv first, so a fresh clone needs nothing but python3 (>= 3.10).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# Ignore any local find-links (e.g. a +cpu torch wheel): torchvision from PyPI needs the regular torch build.
+	PIP_FIND_LINKS= $(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "import torch, torchvision, lightning; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| lightning', lightning.__version__)"
+	touch $(STAMP)
+
+# A short profiling fit on CPU with explicit synthetic data (CIFAR-10 itself is not needed).
+demo: setup
+	$(BIN)/python -m cifarbench fit --config src/cifarbench/configs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) lightning_logs .pytest_cache

@@ -1,0 +1,82 @@
+"""ResNet-18 for CIFAR-10 and the LightningModule that trains it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.models.resnet import BasicBlock, ResNet
+
+Norm = Literal["batch", "none"]
+
+# The lab's recipe (lab2-report.txt, Q3): used when no optimizer is configured.
+LAB_SGD: dict[str, float] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def _norm_layer(norm: Norm) -> type[nn.Module]:
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "none":
+        # Identity accepts (and ignores) the channel count that ResNet passes to every norm layer.
+        return nn.Identity
+    raise ValueError(f"resnet18(norm={norm!r}) is not supported: use norm='batch' or norm='none'")
+
+
+def resnet18(norm: Norm = "batch", num_classes: int = 10) -> nn.Module:
+    """ResNet-18, CIFAR variant: 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep their resolution.
+
+    It is torchvision's ResNet with the stem swapped, so blocks, init and the ``norm_layer`` plumbing are
+    torchvision's own. ``norm="none"`` removes every batch-norm layer (lab C7).
+    """
+    if num_classes < 1:
+        raise ValueError(f"resnet18(num_classes={num_classes!r}) must be >= 1")
+    net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, norm_layer=_norm_layer(norm))
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    return net
+
+
+class ResNet18Classifier(L.LightningModule):
+    """Cross-entropy training of :func:`resnet18` with top-1 accuracy per stage.
+
+    The optimizer is the lab's SGD unless one is configured (``--optimizer Adam`` on the CLI replaces it).
+    """
+
+    def __init__(self, norm: Norm = "batch", num_classes: int = 10) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = resnet18(norm=norm, num_classes=num_classes)
+        self.loss_fn = nn.CrossEntropyLoss()
+        # One metric object per stage, so their states never mix.
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _shared_step(self, batch: Any, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.loss_fn(logits, targets)
+        accuracy(logits, targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), **LAB_SGD)

@@ -1,0 +1,249 @@
+"""EpochTimer is proved with injected, known delays: a dataset that sleeps, a copy that sleeps, a step that sleeps."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.clocks import CudaEventClock, HostClock, make_clock
+
+BATCH = 4
+STEPS = 8
+DATA_DELAY = 0.04  # per batch
+STEP_DELAY = 0.06
+COPY_DELAY = 0.02
+VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Idle intra-op threads take up to ~10 ms to wake on this 2-core machine: real, but noise next to a delay."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Delay:
+    """Sleeps, and adds up how long it really slept (a loaded machine oversleeps): the injected truth."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.total = seconds, 0.0
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        self.total += time.perf_counter() - start
+
+
+class SleepyDataset(Dataset):
+    """Each batch of BATCH items takes ``per_batch`` seconds to load (in the main process: num_workers=0)."""
+
+    def __init__(self, length: int, per_batch: float) -> None:
+        self.length, self.delay = length, Delay(per_batch / BATCH)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.delay()
+        return torch.randn(8), torch.tensor(index % 2)
+
+
+class SleepyModule(L.LightningModule):
+    def __init__(self, step_delay: float = 0.0, copy_delay: float = 0.0, val_delay: float = 0.0) -> None:
+        super().__init__()
+        self.layer = nn.Linear(8, 2)
+        self.step_delay, self.copy_delay, self.val_delay = Delay(step_delay), Delay(copy_delay), Delay(val_delay)
+
+    def training_step(self, batch, batch_idx):
+        self.step_delay()
+        inputs, targets = batch
+        return nn.functional.cross_entropy(self.layer(inputs), targets)
+
+    def validation_step(self, batch, batch_idx):
+        self.val_delay()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if self.trainer.training:
+            self.copy_delay()
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def loader(per_batch: float, steps: int = STEPS) -> DataLoader:
+    return DataLoader(SleepyDataset(steps * BATCH, per_batch), batch_size=BATCH, num_workers=0)
+
+
+def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer:
+    options = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    callbacks = [timer, *kwargs.pop("callbacks", [])]
+    return L.Trainer(callbacks=callbacks, **(options | kwargs))
+
+
+def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> None:
+    assert abs(measured - expected) <= tolerance * expected, f"{measured:.4f}s is not within 10% of {expected:.4f}s"
+
+
+def fit_one(tmp_path, module: SleepyModule, train: DataLoader, val: DataLoader | None = None, sync=False, **kwargs):
+    timer = EpochTimer(sync=sync, print_table=False)
+    trainer(tmp_path, timer, **kwargs).fit(module, train, val)
+    return timer.history
+
+
+def test_data_loading_matches_a_sleeping_dataset(tmp_path):
+    train = loader(DATA_DELAY)
+    (epoch,) = fit_one(tmp_path, SleepyModule(), train)
+    assert epoch.steps == STEPS and epoch.samples == STEPS * BATCH
+    assert_within(epoch.data_loading_s, train.dataset.delay.total)
+    assert epoch.training_s < 0.2 * train.dataset.delay.total  # loading is not mistaken for training
+
+
+def test_training_matches_a_sleeping_step(tmp_path):
+    module = SleepyModule(step_delay=STEP_DELAY)
+    (epoch,) = fit_one(tmp_path, module, loader(0.0))
+    assert_within(epoch.training_s, module.step_delay.total)
+    assert epoch.data_loading_s < 0.2 * module.step_delay.total
+
+
+class SlowSaveOnValidationEnd(L.Callback):
+    """Stands in for ModelCheckpoint saving after validation, which Lightning runs after other callbacks."""
+
+    def __init__(self) -> None:
+        self.delay = Delay(VAL_DELAY)
+
+    def on_validation_end(self, trainer, pl_module):
+        self.delay()
+
+
+def test_data_plus_training_accounts_for_the_epoch_and_validation_is_excluded(tmp_path):
+    module, train, save = SleepyModule(step_delay=STEP_DELAY, val_delay=VAL_DELAY), loader(DATA_DELAY), SlowSaveOnValidationEnd()
+    history = fit_one(
+        tmp_path, module, train, loader(0.0), max_epochs=2, num_sanity_val_steps=2, limit_val_batches=2, callbacks=[save]
+    )
+    assert len(history) == 2
+    # Sanity check + 2 validation runs of 2 batches each slept, and so did each save after them: none counts.
+    assert module.val_delay.total > 6 * VAL_DELAY and save.delay.total > 3 * VAL_DELAY
+    assert_within(sum(e.data_loading_s for e in history), train.dataset.delay.total)
+    assert_within(sum(e.training_s for e in history), module.step_delay.total)
+    for epoch in history:
+        assert_within(epoch.data_loading_s + epoch.training_s, epoch.epoch_s)
+    assert_within(sum(e.epoch_s for e in history), train.dataset.delay.total + module.step_delay.total)
+
+
+def test_mid_epoch_validation_is_not_counted_as_data_loading(tmp_path):
+    module, train = SleepyModule(step_delay=STEP_DELAY, val_delay=VAL_DELAY), loader(DATA_DELAY)
+    (epoch,) = fit_one(tmp_path, module, train, loader(0.0), val_check_interval=STEPS // 2, limit_val_batches=1)
+    assert module.val_delay.total > 2 * VAL_DELAY  # validated twice inside the epoch
+    assert_within(epoch.data_loading_s, train.dataset.delay.total)
+    assert_within(epoch.epoch_s, train.dataset.delay.total + module.step_delay.total)
+
+
+def test_host_to_device_copy_is_measured_and_is_part_of_data_loading(tmp_path):
+    module, train = SleepyModule(copy_delay=COPY_DELAY), loader(DATA_DELAY)
+    (epoch,) = fit_one(tmp_path, module, train)
+    assert_within(epoch.transfer_s, module.copy_delay.total)
+    assert_within(epoch.data_loading_s, train.dataset.delay.total + module.copy_delay.total)
+
+
+def test_csv_gets_one_flushed_row_per_epoch_as_it_ends(tmp_path):
+    rows_seen_at_epoch_start = []
+
+    class ReadCsv(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if timer.csv_path:
+                with open(timer.csv_path) as file:
+                    rows_seen_at_epoch_start.append(len(list(csv.DictReader(file))))
+
+    timer = EpochTimer(print_table=False)
+    run = trainer(tmp_path, timer, epochs=3)
+    run.callbacks.append(ReadCsv())
+    run.fit(SleepyModule(), loader(0.0, steps=2))
+    assert rows_seen_at_epoch_start == [0, 1, 2]  # each epoch's row was on disk before the next began
+    with open(timer.csv_path) as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert [float(row["training_s"]) for row in rows] == [e.training_s for e in timer.history]
+    assert {row["clock"] for row in rows} == {"host"}
+
+
+def test_history_survives_checkpoint_and_resume(tmp_path):
+    first = EpochTimer(print_table=False)
+    run = trainer(tmp_path / "first", first, epochs=2, enable_checkpointing=True)
+    run.fit(SleepyModule(), loader(0.0, steps=2))
+    checkpoint = run.checkpoint_callback.best_model_path
+
+    resumed = EpochTimer(print_table=False)
+    run = trainer(tmp_path / "second", resumed, epochs=3)
+    run.fit(SleepyModule(), loader(0.0, steps=2), ckpt_path=checkpoint)
+    assert [e.epoch for e in resumed.history] == [0, 1, 2]
+    assert resumed.history[:2] == first.history
+    with open(resumed.csv_path) as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [0, 1, 2]
+
+
+def test_table_is_printed_at_the_end_of_fit(tmp_path, capsys):
+    trainer(tmp_path, EpochTimer(), epochs=2).fit(SleepyModule(), loader(0.0, steps=2))
+    output = capsys.readouterr().out
+    assert "EpochTimer" in output and "data loading" in output
+    assert sum(line.strip("│| ").startswith(("0 ", "1 ")) for line in output.splitlines()) == 2
+
+
+def test_bad_constructor_arguments_repeat_the_call():
+    with pytest.raises(ValueError, match=r"EpochTimer\(log_every_n_steps=0\) must be >= 1"):
+        EpochTimer(log_every_n_steps=0)
+    with pytest.raises(ValueError, match=r"EpochTimer\(csv_filename='a/b.csv'\)"):
+        EpochTimer(csv_filename="a/b.csv")
+
+
+def test_callbacks_import_nothing_of_the_model_or_data():
+    code = (
+        "import sys; from cifarbench.callbacks import EpochTimer; "
+        "print(sorted(m for m in sys.modules if m.startswith(('cifarbench.model', 'cifarbench.data'"
+        "))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_host_clock_reads_perf_counter_gaps():
+    clock = make_clock(torch.device("cpu"))
+    assert isinstance(clock, HostClock)
+    start = clock.mark()
+    time.sleep(0.05)
+    end = clock.mark()
+    clock.settle()
+    assert_within(clock.seconds(start, end), 0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_events_agree_with_synchronized_timing(tmp_path):
+    """On a real GPU epoch, the event clock (one sync per epoch) matches the lab's sync-per-step clock."""
+    assert isinstance(make_clock(torch.device("cuda")), CudaEventClock)
+    events, synced = (
+        fit_one(tmp_path, SleepyModule(step_delay=STEP_DELAY), loader(DATA_DELAY), sync=sync, accelerator="gpu")[0]
+        for sync in (False, True)
+    )
+    assert events.clock == "cuda_events" and synced.clock == "cuda_sync"
+    assert_within(events.training_s, synced.training_s)
+    assert_within(events.data_loading_s, synced.data_loading_s)
