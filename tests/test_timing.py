@@ -1,4 +1,4 @@
-"""EpochTimer is proved with injected, known delays: a dataset that sleeps, a copy that sleeps, a step that sleeps."""
+"""EpochTimer is proved with injected, known delays: a dataset, a copy and a step that sleep."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Idle intra-op threads take up to ~10 ms to wake on this 2-core machine: real, but noise next to a delay."""
+    """Idle intra-op threads take up to ~10 ms to wake on a 2-core machine: real, but noise next to a delay."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -63,7 +63,11 @@ class SleepyModule(L.LightningModule):
     def __init__(self, step_delay: float = 0.0, copy_delay: float = 0.0, val_delay: float = 0.0) -> None:
         super().__init__()
         self.layer = nn.Linear(8, 2)
-        self.step_delay, self.copy_delay, self.val_delay = Delay(step_delay), Delay(copy_delay), Delay(val_delay)
+        self.step_delay, self.copy_delay, self.val_delay = (
+            Delay(step_delay),
+            Delay(copy_delay),
+            Delay(val_delay),
+        )
 
     def training_step(self, batch, batch_idx):
         self.step_delay()
@@ -102,10 +106,14 @@ def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer
 
 
 def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> None:
-    assert abs(measured - expected) <= tolerance * expected, f"{measured:.4f}s is not within 10% of {expected:.4f}s"
+    assert abs(measured - expected) <= tolerance * expected, (
+        f"{measured:.4f}s is not within 10% of {expected:.4f}s"
+    )
 
 
-def fit_one(tmp_path, module: SleepyModule, train: DataLoader, val: DataLoader | None = None, sync=False, **kwargs):
+def fit_one(
+    tmp_path, module: SleepyModule, train: DataLoader, val: DataLoader | None = None, sync=False, **kwargs
+):
     timer = EpochTimer(sync=sync, print_table=False)
     trainer(tmp_path, timer, **kwargs).fit(module, train, val)
     return timer.history
@@ -137,9 +145,20 @@ class SlowSaveOnValidationEnd(L.Callback):
 
 
 def test_data_plus_training_accounts_for_the_epoch_and_validation_is_excluded(tmp_path):
-    module, train, save = SleepyModule(step_delay=STEP_DELAY, val_delay=VAL_DELAY), loader(DATA_DELAY), SlowSaveOnValidationEnd()
+    module, train, save = (
+        SleepyModule(step_delay=STEP_DELAY, val_delay=VAL_DELAY),
+        loader(DATA_DELAY),
+        SlowSaveOnValidationEnd(),
+    )
     history = fit_one(
-        tmp_path, module, train, loader(0.0), max_epochs=2, num_sanity_val_steps=2, limit_val_batches=2, callbacks=[save]
+        tmp_path,
+        module,
+        train,
+        loader(0.0),
+        max_epochs=2,
+        num_sanity_val_steps=2,
+        limit_val_batches=2,
+        callbacks=[save],
     )
     assert len(history) == 2
     # Sanity check + 2 validation runs of 2 batches each slept, and so did each save after them: none counts.
@@ -153,7 +172,9 @@ def test_data_plus_training_accounts_for_the_epoch_and_validation_is_excluded(tm
 
 def test_mid_epoch_validation_is_not_counted_as_data_loading(tmp_path):
     module, train = SleepyModule(step_delay=STEP_DELAY, val_delay=VAL_DELAY), loader(DATA_DELAY)
-    (epoch,) = fit_one(tmp_path, module, train, loader(0.0), val_check_interval=STEPS // 2, limit_val_batches=1)
+    (epoch,) = fit_one(
+        tmp_path, module, train, loader(0.0), val_check_interval=STEPS // 2, limit_val_batches=1
+    )
     assert module.val_delay.total > 2 * VAL_DELAY  # validated twice inside the epoch
     assert_within(epoch.data_loading_s, train.dataset.delay.total)
     assert_within(epoch.epoch_s, train.dataset.delay.total + module.step_delay.total)
@@ -241,7 +262,9 @@ def test_cuda_events_agree_with_synchronized_timing(tmp_path):
     """On a real GPU epoch, the event clock (one sync per epoch) matches the lab's sync-per-step clock."""
     assert isinstance(make_clock(torch.device("cuda")), CudaEventClock)
     events, synced = (
-        fit_one(tmp_path, SleepyModule(step_delay=STEP_DELAY), loader(DATA_DELAY), sync=sync, accelerator="gpu")[0]
+        fit_one(
+            tmp_path, SleepyModule(step_delay=STEP_DELAY), loader(DATA_DELAY), sync=sync, accelerator="gpu"
+        )[0]
         for sync in (False, True)
     )
     assert events.clock == "cuda_events" and synced.clock == "cuda_sync"

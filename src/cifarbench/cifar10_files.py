@@ -157,7 +157,12 @@ def _check_batch(path: str | os.PathLike[str], batch: Any) -> tuple[np.ndarray, 
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise bad("it is not a dict with the keys 'data' and 'labels'")
     data, labels = batch["data"], np.asarray(batch["labels"])
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _IMAGE_BYTES:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != _IMAGE_BYTES
+    ):
         shape = getattr(data, "shape", None)
         raise bad(f"'data' has shape {shape} and dtype {getattr(data, 'dtype', type(data).__name__)}")
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 
 from cifarbench.callbacks import EpochTimer
 from cifarbench.data import CIFAR10DataModule
-from cifarbench.errors import CifarbenchError
+from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.model import LAB_SGD, ResNet18Classifier
 
 LAB_MAX_EPOCHS = 5
@@ -31,6 +31,14 @@ class CifarbenchCLI(LightningCLI):
                 "optimizer": {"class_path": "torch.optim.SGD", "init_args": dict(LAB_SGD)},
             }
         )
+
+    def instantiate_classes(self) -> None:
+        # Constructors validate their arguments with ValueError (EpochTimer(log_every_n_steps=0) must be >= 1,
+        # ...). Here, before anything runs, such an error is about an option the user gave.
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
 
 
 def main(args: list[str] | None = None) -> None:

@@ -26,9 +26,7 @@ def _class_prototypes(num_classes: int) -> np.ndarray:
     return prototypes
 
 
-def make_synthetic(
-    num_images: int, seed: int = 0, num_classes: int = 10
-) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic(num_images: int, seed: int = 0, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """``num_images`` uint8 images (N x 32 x 32 x 3, CIFAR's HWC order) and balanced int64 labels.
 
     The same ``seed`` gives the same images; the class prototypes are shared by every seed, so a train set

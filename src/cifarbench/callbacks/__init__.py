@@ -1,4 +1,4 @@
-"""Reusable Lightning callbacks. They import only torch, lightning and the standard library (rich optional)."""
+"""Reusable Lightning callbacks: they import only torch, lightning and the stdlib (rich, optionally)."""
 
 from cifarbench.callbacks.timing import EpochTimer, EpochTiming
 

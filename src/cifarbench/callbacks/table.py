@@ -38,7 +38,7 @@ def render_timing_table(history: Sequence[Any]) -> None:
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
         print(title)
         for cells in [HEADERS, *rows]:
-            print("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)))
+            print("  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)))
         return
     table = Table(title=title)
     for header in HEADERS:

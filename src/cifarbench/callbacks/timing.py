@@ -19,8 +19,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -213,7 +214,9 @@ class EpochTimer(Callback):
         self._print_table()
 
     @override
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         # The finished epochs are already in the CSV; show them too, so an interrupted run still reports.
         self._in_epoch = False
         self._print_table()

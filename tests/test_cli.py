@@ -1,0 +1,180 @@
+"""The CLI, called in-process as users call it: `python -m cifarbench fit ...`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifarbench.cli import CifarbenchCLI, main
+from cifarbench.data import CIFAR10DataModule
+from cifarbench.model import ResNet18Classifier
+
+
+def small_fit_args(root: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--data.synthetic", "64",
+        "--data.batch_size", "16",
+        "--data.num_workers", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(root),
+        *extra,
+    ]  # fmt: skip
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    (event_file,) = log_dir.glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory) -> Path:
+    """One small CLI fit shared by the end-to-end checks: its log dir."""
+    root = tmp_path_factory.mktemp("cli")
+    main(small_fit_args(root))
+    return root / "lightning_logs" / "version_0"
+
+
+def test_fit_writes_one_csv_row_per_epoch(fitted_run):
+    with open(fitted_run / "timings.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert [int(row["steps"]) for row in rows] == [2, 2]
+    assert [int(row["samples"]) for row in rows] == [32, 32]
+
+
+def test_tensorboard_has_the_timing_tags_once_per_epoch(fitted_run):
+    scalars = read_scalars(fitted_run)
+    for tag in ("time/data_loading", "time/training", "time/epoch"):
+        assert [step for step, _ in scalars[tag]] == [0, 1], tag
+    with open(fitted_run / "timings.csv") as file:
+        csv_epoch_s = [float(row["epoch_s"]) for row in csv.DictReader(file)]
+    assert [value for _, value in scalars["time/epoch"]] == pytest.approx(csv_epoch_s, rel=1e-6)
+    # Per-step curves, at the global step of each training step.
+    assert [step for step, _ in scalars["time/step_training"]] == [1, 2, 3, 4]
+    assert len(scalars["train/loss_epoch"]) == 2 and len(scalars["train/acc_epoch"]) == 2
+    assert len(scalars["train/loss_step"]) == 4 and len(scalars["train/acc_step"]) == 4
+
+
+def test_tensorboard_has_a_custom_scalars_layout_with_data_and_training_on_one_chart(fitted_run):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    (event_file,) = fitted_run.glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file), size_guidance={"tensors": 0})
+    events.Reload()
+    (layout_tensor,) = events.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(layout_tensor.tensor_proto.string_val[0])
+    charts = {
+        chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart
+    }
+    tags = charts["data loading vs training per epoch (s)"]
+    assert "^time/data_loading$" in tags and "^time/training$" in tags
+
+
+def test_hparams_record_synthetic_data_and_the_config(fitted_run):
+    hparams = (fitted_run / "hparams.yaml").read_text()
+    assert "synthetic: 64" in hparams
+    assert (fitted_run / "config.yaml").is_file()
+
+
+def test_defaults_are_the_lab_recipe():
+    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=["--data.synthetic", "16"])
+    optimizer = cli.model.configure_optimizers()
+    assert type(optimizer) is torch.optim.SGD
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 5e-4)
+    assert cli.trainer.max_epochs == 5
+    assert cli.datamodule.batch_size == 128
+    assert any(type(callback).__name__ == "EpochTimer" for callback in cli.trainer.callbacks)
+    assert type(cli.trainer.logger).__name__ == "TensorBoardLogger"
+
+
+def test_optimizer_is_chosen_on_the_command_line():
+    args = ["--data.synthetic", "16", "--optimizer", "Adam", "--optimizer.lr", "0.001"]
+    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=args)
+    optimizer = cli.model.configure_optimizers()
+    assert type(optimizer) is torch.optim.Adam
+    assert optimizer.param_groups[0]["lr"] == 0.001
+
+
+def test_timer_options_are_on_the_command_line():
+    args = ["--data.synthetic", "16", "--timer.sync", "true", "--timer.log_every_n_steps", "5"]
+    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=args)
+    (timer,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "EpochTimer"]
+    assert timer.sync is True and timer.log_every_n_steps == 5
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    output = capsys.readouterr().out
+    assert "--data.synthetic" in output and "--optimizer" in output and "--timer.sync" in output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--data.num_workers", "-1", "num_workers=-1"),
+        ("--data.batch_size", "0", "batch_size=0"),
+        ("--timer.log_every_n_steps", "0", "log_every_n_steps=0"),
+    ],
+)
+def test_bad_option_values_exit_with_a_clear_message(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        main(small_fit_args(tmp_path, option, value))
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()  # rejected before any training started
+
+
+def test_missing_cifar10_exits_with_path_url_and_synthetic_hint(tmp_path, capsys):
+    args = small_fit_args(tmp_path)
+    synthetic = args.index("--data.synthetic")
+    del args[synthetic : synthetic + 2]
+    args += ["--data.data_dir", str(tmp_path / "no-data"), "--data.download", "false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert (
+        str(tmp_path / "no-data") in error
+        and "cifar-10-python.tar.gz" in error
+        and "--data.synthetic" in error
+    )
+    assert "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_a_short_fit_learns_the_synthetic_classes(tmp_path):
+    args = [
+        "fit",
+        "--seed_everything", "0",
+        "--data.synthetic", "320",
+        "--data.batch_size", "32",
+        "--data.num_workers", "0",
+        "--optimizer", "Adam",
+        "--optimizer.lr", "0.001",
+        "--trainer.accelerator", "cpu",
+        "--trainer.max_epochs", "3",
+        "--trainer.limit_val_batches", "0",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path),
+    ]  # fmt: skip
+    main(args)
+    scalars = read_scalars(tmp_path / "lightning_logs" / "version_0")
+    losses = [value for _, value in scalars["train/loss_epoch"]]
+    accuracies = [value for _, value in scalars["train/acc_epoch"]]
+    assert losses[-1] < 0.8 * losses[0]
+    assert accuracies[-1] > 0.4  # chance is 0.1
