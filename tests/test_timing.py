@@ -26,7 +26,7 @@ VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Idle intra-op threads take up to ~10 ms to wake on a 2-core machine: real, but noise next to a delay."""
+    """Idle intra-op threads take ~10 ms to wake on a 2-core machine: real, but noise next to a delay."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
