@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 IMAGES_PER_FILE = 6
 
@@ -20,3 +21,10 @@ def write_batch(path: Path, images_hwc: np.ndarray, labels: np.ndarray) -> None:
         "filenames": [f"image_{i}.png" for i in range(len(labels))],
     }
     path.write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    (event_file,) = log_dir.glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifarbench.cli import CifarbenchCLI, main
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.model import ResNet18Classifier
+from helpers import read_scalars
 
 
 def small_fit_args(root: Path, *extra: str) -> list[str]:
@@ -29,13 +30,6 @@ def small_fit_args(root: Path, *extra: str) -> list[str]:
         "--trainer.default_root_dir", str(root),
         *extra,
     ]  # fmt: skip
-
-
-def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    (event_file,) = log_dir.glob("events.out.tfevents.*")
-    events = EventAccumulator(str(event_file))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")

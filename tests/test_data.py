@@ -11,7 +11,6 @@ from cifarbench import cifar10_files
 from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule
 from cifarbench.errors import ConfigError, DataError
 from cifarbench.synthetic import make_synthetic
-
 from helpers import IMAGES_PER_FILE, write_batch
 
 

@@ -158,7 +158,9 @@ class EpochTimer(Callback):
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start_csv(trainer)
+        # Every rank asks: Trainer.log_dir broadcasts rank 0's answer, a collective call.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        self._start_csv(log_dir)
         self._add_tensorboard_layout(trainer)
 
     @override
@@ -331,11 +333,10 @@ class EpochTimer(Callback):
             logger.save()
 
     @rank_zero_only
-    def _start_csv(self, trainer: L.Trainer) -> None:
+    def _start_csv(self, log_dir: str) -> None:
         """(Re)write the CSV with the rows known so far: none, or those restored from a checkpoint."""
         if self.csv_filename is None:
             return
-        log_dir = trainer.log_dir or trainer.default_root_dir
         os.makedirs(log_dir, exist_ok=True)
         self._csv_path = os.path.join(log_dir, self.csv_filename)
         with open(self._csv_path, "w", newline="") as file:
