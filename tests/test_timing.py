@@ -10,13 +10,12 @@ import time
 import lightning as L
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.clocks import CudaEventClock, HostClock, make_clock
+from helpers import BATCH, Delay, SleepyModule, loader
 
-BATCH = 4
 STEPS = 8
 DATA_DELAY = 0.04  # per batch
 STEP_DELAY = 0.06
@@ -31,63 +30,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class Delay:
-    """Sleeps, and adds up how long it really slept (a loaded machine oversleeps): the injected truth."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.total = seconds, 0.0
-
-    def __call__(self) -> None:
-        start = time.perf_counter()
-        time.sleep(self.seconds)
-        self.total += time.perf_counter() - start
-
-
-class SleepyDataset(Dataset):
-    """Each batch of BATCH items takes ``per_batch`` seconds to load (in the main process: num_workers=0)."""
-
-    def __init__(self, length: int, per_batch: float) -> None:
-        self.length, self.delay = length, Delay(per_batch / BATCH)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.delay()
-        return torch.randn(8), torch.tensor(index % 2)
-
-
-class SleepyModule(L.LightningModule):
-    def __init__(self, step_delay: float = 0.0, copy_delay: float = 0.0, val_delay: float = 0.0) -> None:
-        super().__init__()
-        self.layer = nn.Linear(8, 2)
-        self.step_delay, self.copy_delay, self.val_delay = (
-            Delay(step_delay),
-            Delay(copy_delay),
-            Delay(val_delay),
-        )
-
-    def training_step(self, batch, batch_idx):
-        self.step_delay()
-        inputs, targets = batch
-        return nn.functional.cross_entropy(self.layer(inputs), targets)
-
-    def validation_step(self, batch, batch_idx):
-        self.val_delay()
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        if self.trainer.training:
-            self.copy_delay()
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def loader(per_batch: float, steps: int = STEPS) -> DataLoader:
-    return DataLoader(SleepyDataset(steps * BATCH, per_batch), batch_size=BATCH, num_workers=0)
 
 
 def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer:
