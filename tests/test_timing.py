@@ -150,15 +150,20 @@ def test_csv_gets_one_flushed_row_per_epoch_as_it_ends(tmp_path):
     assert {row["clock"] for row in rows} == {"host"}
 
 
-def test_history_survives_checkpoint_and_resume(tmp_path):
+@pytest.mark.parametrize("validate", [False, True], ids=["saved-at-epoch-end", "saved-at-validation-end"])
+def test_history_survives_checkpoint_and_resume(tmp_path, validate):
+    # Validating after every step makes ModelCheckpoint save when validation ends, before the epoch ends.
+    val = loader(0.0, steps=1) if validate else None
+    options = {"val_check_interval": 0.5} if validate else {}
     first = EpochTimer(print_table=False)
-    run = trainer(tmp_path / "first", first, epochs=2, enable_checkpointing=True)
-    run.fit(SleepyModule(), loader(0.0, steps=2))
+    run = trainer(tmp_path / "first", first, epochs=2, enable_checkpointing=True, **options)
+    run.fit(SleepyModule(), loader(0.0, steps=2), val)
     checkpoint = run.checkpoint_callback.best_model_path
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
 
     resumed = EpochTimer(print_table=False)
-    run = trainer(tmp_path / "second", resumed, epochs=3)
-    run.fit(SleepyModule(), loader(0.0, steps=2), ckpt_path=checkpoint)
+    run = trainer(tmp_path / "second", resumed, epochs=3, **options)
+    run.fit(SleepyModule(), loader(0.0, steps=2), val, ckpt_path=checkpoint)
     assert [e.epoch for e in resumed.history] == [0, 1, 2]
     assert resumed.history[:2] == first.history
     with open(resumed.csv_path) as file:

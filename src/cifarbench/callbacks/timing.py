@@ -188,11 +188,17 @@ class EpochTimer(Callback):
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Validation inside a training epoch is not training time (the sanity check runs before any epoch).
-        if self._in_epoch:
-            self._validating = True
-            if self._pause is None:
-                self._pause = _Pause(start_wall=wall_time(self._device))
+        # Validation is not training time (and the sanity check runs before any epoch starts).
+        if not self._in_epoch:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # The epoch's training is over: record it now, so that a checkpoint saved when validation ends
+            # (ModelCheckpoint's default when validation runs) already holds this epoch's timing.
+            self._end_epoch(trainer)
+            return
+        self._validating = True
+        if self._pause is None:
+            self._pause = _Pause(start_wall=wall_time(self._device))
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -202,14 +208,8 @@ class EpochTimer(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._resume_if_paused(at_epoch_end=True)
-        epoch_s = wall_time(self._device) - self._epoch_wall_start - self._paused_s
-        self._in_epoch = False
-        self._clock.settle()
-        timing = self._finish_epoch(trainer, epoch_s)
-        self._history.append(timing)
-        self._log(trainer, timing)
-        self._append_csv(timing)
+        if self._in_epoch:  # not already recorded when end-of-epoch validation started
+            self._end_epoch(trainer)
 
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -242,12 +242,19 @@ class EpochTimer(Callback):
         self._gap_start: Any = None
         self._step_start: Any = None
 
-    def _resume_if_paused(self, at_epoch_end: bool) -> None:
-        """End a validation pause: at epoch end, now; before a step, where validation ended.
+    def _end_epoch(self, trainer: L.Trainer) -> None:
+        self._resume_if_paused(at_epoch_end=True)
+        epoch_s = wall_time(self._device) - self._epoch_wall_start - self._paused_s
+        self._in_epoch = False
+        self._clock.settle()
+        timing = self._finish_epoch(trainer, epoch_s)
+        self._history.append(timing)
+        self._log(trainer, timing)
+        self._append_csv(timing)
 
-        At epoch end, what ran after validation (e.g. ModelCheckpoint saving on validation end) is excluded
-        with it. Mid-epoch, the gap after validation is where the next batch is fetched, so it counts as
-        data loading.
+    def _resume_if_paused(self, at_epoch_end: bool) -> None:
+        """End a mid-epoch validation pause where validation ended: the next batch is fetched after it, and
+        that counts as data loading. At epoch end (a fallback: epochs normally end at validation start), now.
         """
         if self._pause is None:
             return
