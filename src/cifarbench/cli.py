@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Any
 
+import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
 from cifarbench.callbacks import EpochTimer
@@ -40,6 +47,51 @@ class CifarbenchCLI(LightningCLI):
         except ValueError as error:
             raise ConfigError(str(error)) from error
 
+    def before_fit(self) -> None:
+        _check_writable(self.trainer.default_root_dir)
+
+    def fit(self, model: L.LightningModule, **kwargs: Any) -> None:
+        # Lightning looks for `last` only in this run's new version folder; a resumed run wants the
+        # newest checkpoint of the runs before it.
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = str(_newest_checkpoint(_runs_root(self.trainer)))
+        self.trainer.fit(model, **kwargs)
+
+
+def _check_writable(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot write logs and checkpoints to {os.path.abspath(folder)} ({error.strerror or error}). "
+            f"Pass a writable folder with --trainer.default_root_dir."
+        ) from None
+
+
+def _runs_root(trainer: L.Trainer) -> Path:
+    """The folder that holds every run's version folder (lightning_logs/ by default)."""
+    logger = trainer.logger
+    root = getattr(logger, "root_dir", None) if logger is not None else None
+    return Path(root or trainer.default_root_dir)
+
+
+def _newest_checkpoint(root: Path) -> Path:
+    checkpoints = sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda path: path.stat().st_mtime)
+    if not checkpoints:
+        raise ConfigError(
+            f"--ckpt_path last: there is no checkpoint under {root} to resume from. Run fit without "
+            f"--ckpt_path to start afresh, or pass a checkpoint file (--ckpt_path path/to/file.ckpt)."
+        )
+    return checkpoints[-1]
+
+
+def _is_dataloader_worker_failure(error: BaseException) -> bool:
+    # torch re-raises a worker's exception in the main process ("Caught X in DataLoader worker process N"),
+    # and reports a worker that died as "DataLoader worker (pid(s) N) exited unexpectedly".
+    return "DataLoader worker" in str(error)
+
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m cifarbench`` and the ``cifarbench`` script; ``args`` for in-process use."""
@@ -53,6 +105,25 @@ def main(args: list[str] | None = None) -> None:
                 args=args,
                 save_config_kwargs={"overwrite": True},
             )
+    except SIGTERMException:
+        # Lightning stops at the next step boundary and exits with status 0; a stopped run should not
+        # look like a finished one to a scheduler or a shell script.
+        print(
+            "cifarbench: stopped by SIGTERM. Finished epochs are kept (timings.csv, checkpoints); resume "
+            "with --ckpt_path last.",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signal.SIGTERM) from None
     except (CifarbenchError, MisconfigurationException) as error:
         print(f"cifarbench: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as error:
+        if not _is_dataloader_worker_failure(error):
+            raise
+        print(
+            f"cifarbench: error: a DataLoader worker failed, so training stopped. Epochs that finished are "
+            f"kept in the run's timings.csv and checkpoints. To see the failure in the main process, run "
+            f"with --data.num_workers 0. The worker reported:\n{type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
