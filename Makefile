@@ -26,8 +26,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
+# Speed comparisons measured side by side; epoch.py needs CUDA and says so without it.
 bench: setup
+	$(BIN)/python benchmarks/dataloading.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/epoch.py
 
 clean:
 	rm -rf $(VENV) lightning_logs .pytest_cache

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cifarbench import cifar10_files
+
 from helpers import IMAGES_PER_FILE, write_batch
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from pathlib import Path
@@ -91,3 +92,18 @@ class SleepyModule(L.LightningModule):
 
 def loader(per_batch: float, steps: int = 8) -> DataLoader:
     return DataLoader(SleepyDataset(steps * BATCH, per_batch), batch_size=BATCH, num_workers=0)
+
+
+class RecordSamplerIndices(L.Callback):
+    """Writes the sample indices this rank's training loader will draw this epoch, one JSON file per rank.
+
+    Used from a YAML config in DDP tests (run with the tests folder on PYTHONPATH).
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        indices = [int(index) for index in trainer.train_dataloader.sampler]
+        name = f"indices-rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
+        Path(self.out_dir, name).write_text(json.dumps(indices))

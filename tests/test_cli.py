@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifarbench.cli import CifarbenchCLI, main
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.model import ResNet18Classifier
+
 from helpers import read_scalars
 
 
@@ -123,6 +124,7 @@ def test_help_lists_the_options(capsys):
         ("--data.num_workers", "-1", "num_workers=-1"),
         ("--data.batch_size", "0", "batch_size=0"),
         ("--timer.log_every_n_steps", "0", "log_every_n_steps=0"),
+        ("--data.pipeline", "pil", "pipeline='pil'"),
     ],
 )
 def test_bad_option_values_exit_with_a_clear_message(tmp_path, capsys, option, value, expected):

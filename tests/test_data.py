@@ -11,6 +11,7 @@ from cifarbench import cifar10_files
 from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule
 from cifarbench.errors import ConfigError, DataError
 from cifarbench.synthetic import make_synthetic
+
 from helpers import IMAGES_PER_FILE, write_batch
 
 
@@ -28,7 +29,8 @@ def test_reads_the_cifar_layout_into_hwc_images(cifar_files):
     np.testing.assert_array_equal(images[:IMAGES_PER_FILE], expected["data_batch_1"][0])
     np.testing.assert_array_equal(images[-IMAGES_PER_FILE:], expected["data_batch_5"][0])
     np.testing.assert_array_equal(labels[IMAGES_PER_FILE : 2 * IMAGES_PER_FILE], expected["data_batch_2"][1])
-    test_images, test_labels = cifar10_files.read_split(cifar_files.data_dir, train=False, verify_integrity=False)
+    test_split = cifar10_files.read_split(cifar_files.data_dir, train=False, verify_integrity=False)
+    test_images, test_labels = test_split
     np.testing.assert_array_equal(test_images, expected["test_batch"][0])
     np.testing.assert_array_equal(test_labels, expected["test_batch"][1])
 
@@ -169,7 +171,9 @@ def test_synthetic_flows_through_the_lab_transforms_and_loader(cifar_files):
 
 
 def test_eval_split_is_normalised_with_the_lab_constants(cifar_files):
-    datamodule = CIFAR10DataModule(data_dir=str(cifar_files.data_dir), verify_integrity=False, download=False, num_workers=0)
+    datamodule = CIFAR10DataModule(
+        data_dir=str(cifar_files.data_dir), verify_integrity=False, download=False, num_workers=0
+    )
     datamodule.setup("test")
     image, label = datamodule.test_set[0]
     raw, raw_label = cifar_files.expected["test_batch"][0][0], cifar_files.expected["test_batch"][1][0]

@@ -24,6 +24,7 @@ from torchvision.datasets.utils import calculate_md5
 from cifarbench import cifar10_files
 from cifarbench.cli import main
 from cifarbench.data import ImageArrayDataset
+
 from helpers import read_scalars
 
 
@@ -138,6 +139,7 @@ class FailFromEpoch(torch.utils.data.Dataset):
 
 def test_worker_failure_keeps_the_finished_epochs(tmp_path):
     from cifarbench.callbacks import EpochTimer
+
     from helpers import SleepyModule
 
     marker = tmp_path / "broken"

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from cifarbench.errors import ConfigError
 from cifarbench.model import LAB_SGD, ResNet18Classifier, resnet18
 
 
@@ -52,3 +53,51 @@ def test_default_optimizer_is_the_lab_sgd():
 
 def test_classifier_saves_its_hyperparameters():
     assert dict(ResNet18Classifier(norm="none").hparams) == {"norm": "none", "num_classes": 10}
+
+
+def _train_step(model: ResNet18Classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = model(images)
+    model.loss_fn(logits, labels).backward()
+    return logits
+
+
+def test_channels_last_is_the_same_network_in_nhwc_memory():
+    torch.manual_seed(0)
+    eager = ResNet18Classifier()
+    nhwc = ResNet18Classifier(channels_last=True)
+    nhwc.load_state_dict(eager.state_dict())
+    assert nhwc.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not eager.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    features = {}
+    nhwc.net.layer1.register_forward_hook(lambda m, i, out: features.setdefault("layer1", out))
+    logits = _train_step(nhwc, images, labels)
+    assert features["layer1"].is_contiguous(memory_format=torch.channels_last)  # inputs converted too
+    torch.testing.assert_close(logits, _train_step(eager, images, labels), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(nhwc.net.fc.weight.grad, eager.net.fc.weight.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_step_options_stay_out_of_the_hyperparameters_and_checkpoint_keys():
+    model = ResNet18Classifier(channels_last=True, compile="default")
+    assert dict(model.hparams) == {"norm": "batch", "num_classes": 10}
+    assert model.state_dict().keys() == ResNet18Classifier().state_dict().keys()  # no "_orig_mod." prefix
+
+
+@pytest.mark.parametrize("mode", ["fast", "max_autotune", ""])
+def test_unknown_compile_mode_names_the_value_and_the_modes(mode):
+    with pytest.raises(ConfigError, match=rf"compile={mode!r}.*default, reduce-overhead or max-autotune"):
+        ResNet18Classifier(compile=mode)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager_forward_and_backward():
+    # Inductor compiles forward and backward to C++ on the CPU: about 30 s on 2 cores, hence slow.
+    torch.manual_seed(0)
+    eager = ResNet18Classifier()
+    compiled = ResNet18Classifier(channels_last=True, compile="default")
+    compiled.load_state_dict(eager.state_dict())
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([3, 7])
+    logits = _train_step(compiled, images, labels)
+    torch.testing.assert_close(logits, _train_step(eager, images, labels), rtol=1e-3, atol=1e-3)
+    gradient, expected = compiled.net.conv1.weight.grad, eager.net.conv1.weight.grad
+    torch.testing.assert_close(gradient, expected, rtol=1e-2, atol=1e-3)

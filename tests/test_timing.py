@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.clocks import CudaEventClock, HostClock, make_clock
+
 from helpers import BATCH, Delay, SleepyModule, loader
 
 STEPS = 8

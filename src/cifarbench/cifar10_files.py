@@ -151,8 +151,8 @@ def _check_batch(path: str | os.PathLike[str], batch: Any) -> tuple[np.ndarray, 
     def bad(detail: str) -> DataError:
         return DataError(
             f"{path} is not a CIFAR-10 batch: {detail}. Each batch is a dict with 'data' (uint8, N x 3072, "
-            f"rows of R, G and B planes) and 'labels' (N ints in 0..9). Delete it and download the official file "
-            f"again (--data.download true)."
+            f"rows of R, G and B planes) and 'labels' (N ints in 0..9). Delete it and download the official "
+            f"file again (--data.download true)."
         )
 
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:

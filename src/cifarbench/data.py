@@ -1,19 +1,30 @@
-"""CIFAR10DataModule: CIFAR-10 (or explicit synthetic images) through the lab's transforms and DataLoader."""
+"""CIFAR10DataModule: CIFAR-10 (or explicit synthetic images) through one of three training pipelines.
+
+- ``torchvision`` (the lab's): per-sample PIL transforms in DataLoader workers.
+- ``tensor``: the split held once as a uint8 tensor; each batch is cropped, flipped and normalised in torch
+  on the CPU, in whichever process iterates the loader (the main one with ``num_workers=0``).
+- ``gpu``: the loader yields only indices; the split is moved to the training device once, and the same
+  batched augmentation runs there in ``on_after_batch_transfer``. Lightning calls that hook inside
+  ``strategy.batch_to_device``, before the step starts, so EpochTimer counts it as data loading.
+
+Validation and test batches are normalised only, for every pipeline.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms
 
 from cifarbench import cifar10_files
+from cifarbench.augment import normalization_affine, normalize, pad_and_mirror, random_crop_flip
 from cifarbench.errors import ConfigError
 from cifarbench.synthetic import make_synthetic
 
@@ -24,6 +35,8 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 # Synthetic data: the test split is a fifth of the train split's size, drawn with another seed.
 _SYNTHETIC_TRAIN_SEED = 0
 _SYNTHETIC_TEST_SEED = 1
+
+PIPELINES = ("torchvision", "tensor", "gpu")
 
 
 def train_transform() -> Callable[[Image.Image], torch.Tensor]:
@@ -59,6 +72,121 @@ class ImageArrayDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
+def images_to_tensor(images_hwc: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) as read from disk -> a contiguous uint8 tensor (N, C, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(images_hwc)).permute(0, 3, 1, 2).contiguous()
+
+
+class IndexBatch(NamedTuple):
+    """A training batch of the ``gpu`` pipeline before augmentation: which images, and their labels.
+
+    A NamedTuple, so Lightning moves both tensors to the device like any other batch.
+    """
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+
+
+def _as_index_tensor(indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(indices, dtype=torch.int64)
+
+
+def keep_batch(batch: Any) -> Any:
+    """collate_fn for datasets whose ``__getitems__`` already returns a whole batch."""
+    return batch
+
+
+class AugmentedTensorDataset(Dataset):
+    """``tensor`` pipeline, training: zero-padded uint8 images cropped, flipped and normalised per batch.
+
+    The DataLoader hands ``__getitems__`` the batch's indices, so one call builds the whole batch.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.padded = pad_and_mirror(images)
+        self.labels = labels
+        self.scale, self.shift = normalization_affine(mean, std)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = _as_index_tensor(indices)
+        images = normalize(random_crop_flip(self.padded, index), self.scale, self.shift)
+        return images, self.labels[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.__getitems__([index])
+        return images[0], int(labels[0])
+
+
+class NormalizedTensorDataset(Dataset):
+    """``tensor`` and ``gpu`` pipelines, validation and test: uint8 images, normalised per batch only."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.scale, self.shift = normalization_affine(mean, std)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = _as_index_tensor(indices)
+        return normalize(self.images[index], self.scale, self.shift), self.labels[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.__getitems__([index])
+        return images[0], int(labels[0])
+
+
+class IndexDataset(Dataset):
+    """``gpu`` pipeline, training: batches of indices and labels; the images stay on the device."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> IndexBatch:
+        index = _as_index_tensor(indices)
+        return IndexBatch(index, self.labels[index])
+
+    def __getitem__(self, index: int) -> IndexBatch:
+        return self.__getitems__([index])
+
+
+class SeededShuffleSampler(Sampler[int]):
+    """A new permutation of ``range(num_samples)`` every epoch, drawn from ``seed + epoch``.
+
+    Lightning calls ``set_epoch`` at the start of every training epoch. Under DDP
+    (``use_distributed_sampler``, on by default) Lightning replaces this sampler with a
+    ``DistributedSampler`` over the same map-style dataset, which shards the indices across ranks and
+    shuffles per epoch from ``seed_everything``'s seed. This class is deliberately not a DistributedSampler,
+    so that the replacement happens.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 train/test splits; validation and test both use the test split.
 
@@ -72,6 +200,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         verify_integrity: check every batch file against the official md5 checksums.
         synthetic: use this many learnable synthetic training images instead of CIFAR-10 (the test split gets
             a fifth as many). Never chosen silently.
+        pipeline: ``torchvision`` (the lab's PIL transforms in workers), ``tensor`` (batched torch
+            augmentation on the CPU) or ``gpu`` (batched augmentation on the training device). See the module
+            docstring.
+        seed: the ``tensor`` and ``gpu`` pipelines shuffle each epoch with ``seed + epoch``. (``torchvision``
+            keeps the lab's DataLoader shuffle, seeded by ``--seed_everything``.)
     """
 
     def __init__(
@@ -84,6 +217,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         download: bool = True,
         verify_integrity: bool = True,
         synthetic: int | None = None,
+        pipeline: str = "torchvision",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -102,6 +237,11 @@ class CIFAR10DataModule(L.LightningDataModule):
                 f"CIFAR10DataModule(synthetic={synthetic!r}) must be a number of images >= 1, or None for "
                 f"CIFAR-10"
             )
+        if pipeline not in PIPELINES:
+            raise ConfigError(
+                f"CIFAR10DataModule(pipeline={pipeline!r}) is not a pipeline: use --data.pipeline "
+                f"torchvision (the lab's), tensor or gpu"
+            )
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -111,8 +251,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.download = download
         self.verify_integrity = verify_integrity
         self.synthetic = synthetic
+        self.pipeline = pipeline
+        self.seed = seed
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        # gpu pipeline: the padded uint8 training set on the CPU, and its one copy on the training device.
+        self._train_padded: torch.Tensor | None = None
+        self._device_set: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # set, scale, shift
 
     def prepare_data(self) -> None:
         # Runs on one process per node, before setup: the only place that writes to data_dir.
@@ -121,20 +266,60 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
-            self.train_set = ImageArrayDataset(*self._read_split(train=True), train_transform())
+            self.train_set = self._train_dataset(*self._read_split(train=True))
         if self.test_set is None:
-            self.test_set = ImageArrayDataset(*self._read_split(train=False), eval_transform())
+            self.test_set = self._eval_dataset(*self._read_split(train=False))
+
+    def teardown(self, stage: str) -> None:
+        self._device_set = None  # frees the device copy; the next fit makes it again
+
+    def _train_dataset(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
+        if self.pipeline == "torchvision":
+            return ImageArrayDataset(images, labels, train_transform())
+        label_tensor = torch.from_numpy(labels).to(torch.int64)
+        if self.pipeline == "tensor":
+            return AugmentedTensorDataset(images_to_tensor(images), label_tensor, CIFAR10_MEAN, CIFAR10_STD)
+        self._train_padded = pad_and_mirror(images_to_tensor(images))
+        return IndexDataset(label_tensor)
+
+    def _eval_dataset(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
+        if self.pipeline == "torchvision":
+            return ImageArrayDataset(images, labels, eval_transform())
+        label_tensor = torch.from_numpy(labels).to(torch.int64)
+        return NormalizedTensorDataset(images_to_tensor(images), label_tensor, CIFAR10_MEAN, CIFAR10_STD)
 
     def _read_split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
         if self.synthetic is None:
-            return cifar10_files.read_split(self.data_dir, train=train, verify_integrity=self.verify_integrity)
+            return cifar10_files.read_split(
+                self.data_dir, train=train, verify_integrity=self.verify_integrity
+            )
         size = self.synthetic if train else max(1, self.synthetic // 5)
         split = "train" if train else "test"
         rank_zero_info(f"Using {size} synthetic {split} images (--data.synthetic), not CIFAR-10.")
         return make_synthetic(size, seed=_SYNTHETIC_TRAIN_SEED if train else _SYNTHETIC_TEST_SEED)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.train_set, "train"), shuffle=True)
+        train_set = self._require(self.train_set, "train")
+        if self.pipeline == "torchvision":
+            return self._loader(train_set, shuffle=True)
+        sampler = SeededShuffleSampler(len(train_set), seed=self.seed)
+        # The gpu pipeline's loader only slices index lists: worker processes would add start-up and IPC time
+        # and nothing else, so it always loads in the main process.
+        num_workers = 0 if self.pipeline == "gpu" else self.num_workers
+        if num_workers != self.num_workers:
+            rank_zero_info(
+                f"--data.pipeline gpu loads index batches in the main process; --data.num_workers "
+                f"{self.num_workers} applies to validation and test only."
+            )
+        return DataLoader(
+            train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=keep_batch,
+            num_workers=num_workers,
+            pin_memory=self._pin_memory(),
+            persistent_workers=self.persistent_workers and num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._require(self.test_set, "test"), shuffle=False)
@@ -149,14 +334,44 @@ class CIFAR10DataModule(L.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        # The tensor datasets build whole batches in __getitems__; the default collate would re-stack them.
+        collate_fn = None if self.pipeline == "torchvision" else keep_batch
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
+            collate_fn=collate_fn,
             pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """gpu pipeline: turn an index batch, now on the training device, into augmented, normalised images.
+
+        Lightning runs this inside ``strategy.batch_to_device``, before ``on_train_batch_start``, so the
+        augmentation kernels are data-loading time in EpochTimer, never training time.
+        """
+        if not isinstance(batch, IndexBatch):
+            return batch
+        padded, scale, shift = self._training_set_on(batch.indices.device)
+        return normalize(random_crop_flip(padded, batch.indices), scale, shift), batch.labels
+
+    def _training_set_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The padded uint8 training set on ``device``, copied there once per fit (the airbench approach)."""
+        if self._device_set is None or self._device_set[0].device != device:
+            padded = self._require_tensor(self._train_padded)
+            scale, shift = normalization_affine(CIFAR10_MEAN, CIFAR10_STD, device)
+            self._device_set = (padded.to(device), scale, shift)
+        return self._device_set
+
+    @staticmethod
+    def _require_tensor(padded: torch.Tensor | None) -> torch.Tensor:
+        if padded is None:
+            raise RuntimeError(
+                "CIFAR10DataModule(pipeline='gpu'): the train split is not loaded; call setup('fit') first"
+            )
+        return padded
 
     def _pin_memory(self) -> bool:
         if self.pin_memory is not None:

@@ -10,7 +10,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from cifarbench.errors import ConfigError
+
 Norm = Literal["batch", "none"]
+
+# torch.compile modes offered as --model.compile (None: eager, the default).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 # The lab's recipe (lab2-report.txt, Q3): used when no optimizer is configured.
 LAB_SGD: dict[str, float] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
@@ -44,12 +49,41 @@ class ResNet18Classifier(L.LightningModule):
     """Cross-entropy training of :func:`resnet18` with top-1 accuracy per stage.
 
     The optimizer is the lab's SGD unless one is configured (``--optimizer Adam`` on the CLI replaces it).
+
+    Args:
+        norm: ``"batch"`` or ``"none"`` (lab C7), see :func:`resnet18`.
+        num_classes: outputs of the last layer.
+        channels_last: keep weights and input batches in NHWC memory order, which cuDNN's tensor-core
+            convolutions use natively (no layout transposes per layer). Usually a win on CUDA with bf16/fp16.
+        compile: ``torch.compile`` the network with this mode (``default``, ``reduce-overhead`` or
+            ``max-autotune``); ``None`` runs eagerly. Compilation happens during the first steps.
     """
 
-    def __init__(self, norm: Norm = "batch", num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        norm: Norm = "batch",
+        num_classes: int = 10,
+        channels_last: bool = False,
+        compile: str | None = None,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ConfigError(
+                f"ResNet18Classifier(compile={compile!r}) is not a torch.compile mode: use --model.compile "
+                f"default, reduce-overhead or max-autotune, or leave it out to run eagerly"
+            )
+        # channels_last and compile change how the network runs, not what it is: they stay out of the
+        # hyperparameters, so a checkpoint loads into an eager, default-layout model unless asked otherwise.
+        # (LightningCLI's config.yaml in the run's log dir still records them.)
+        self.save_hyperparameters(ignore=["channels_last", "compile"])
+        self.channels_last = channels_last
+        self.compile_mode = compile
         self.net = resnet18(norm=norm, num_classes=num_classes)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile is not None:
+            # Module.compile compiles in place: parameter names and checkpoints stay those of the eager net.
+            self.net.compile(mode=compile)
         self.loss_fn = nn.CrossEntropyLoss()
         # One metric object per stage, so their states never mix.
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -57,6 +91,8 @@ class ResNet18Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def _shared_step(self, batch: Any, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:

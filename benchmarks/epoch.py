@@ -1,0 +1,133 @@
+"""One full training epoch of ResNet-18 per configuration, on CUDA, measured side by side in one process.
+
+    python benchmarks/epoch.py [--images 50000] [--epochs 2] [--peak-tflops 790]
+
+Configurations, each run through the one fit path (cifarbench's LightningCLI), training only:
+- lab: torchvision pipeline, fp32, batch 128, 4 workers (the lab's recipe);
+- lab + gpu pipeline: the same with --data.pipeline gpu;
+- fast: --config src/cifarbench/configs/fast.yaml (gpu pipeline, bf16-mixed, channels_last, compile,
+  batch 512).
+
+The last epoch is reported: the first one carries worker start-up, cuDNN autotuning and torch.compile.
+Times come from EpochTimer (data loading = the loop waiting for the next batch, including the host-to-device
+copy and the gpu pipeline's on-device augmentation). MFU = measured FLOPs per training image x images/s over
+--peak-tflops. Without CUDA it prints why and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.timing import EpochTiming
+from cifarbench.cli import CifarbenchCLI
+from cifarbench.data import CIFAR10DataModule
+from cifarbench.model import ResNet18Classifier, resnet18
+
+FAST_CONFIG = Path(__file__).resolve().parents[1] / "src" / "cifarbench" / "configs" / "fast.yaml"
+CONFIGS: dict[str, list[str]] = {
+    "lab": ["--data.pipeline", "torchvision", "--data.num_workers", "4", "--data.batch_size", "128"],
+    "lab + gpu pipeline": ["--data.pipeline", "gpu", "--data.num_workers", "4", "--data.batch_size", "128"],
+    "fast": ["--config", str(FAST_CONFIG)],
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    timing: EpochTiming
+    flops_per_image: float
+    peak_flops: float
+
+    @property
+    def mfu(self) -> float:
+        return self.flops_per_image * self.timing.samples_per_s / self.peak_flops
+
+
+def training_flops_per_image() -> float:
+    """FLOPs of one forward + backward of ResNet-18 per 32x32 image, counted by torch's FlopCounterMode."""
+    net, images = resnet18(), torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        net(images).sum().backward()
+    return counter.get_total_flops() / len(images)
+
+
+def fit_one(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> EpochTiming:
+    cli_args = [
+        *extra,  # --config must come first, so that the options below override it
+        "--data.synthetic", str(args.images),
+        "--trainer.accelerator", "gpu",
+        "--trainer.devices", "1",
+        "--trainer.max_epochs", str(args.epochs),
+        "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(root / name.replace(" ", "_")),
+        "--timer.print_table", "false",
+    ]  # fmt: skip
+    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, args=cli_args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, EpochTimer))
+    return timer.history[-1]
+
+
+def print_rows(rows: list[Row]) -> None:
+    baseline = rows[0].timing.epoch_s
+    print(
+        f"\n{'config':<22}{'s/epoch':>9}{'images/s':>11}{'data %':>8}{'transfer s':>12}{'MFU':>7}"
+        f"{'speed-up':>10}"
+    )
+    for row in rows:
+        timing = row.timing
+        data_share = 100 * timing.data_loading_s / timing.epoch_s
+        print(
+            f"{row.name:<22}{timing.epoch_s:>9.2f}{timing.samples_per_s:>11,.0f}{data_share:>7.1f}%"
+            f"{timing.transfer_s:>12.3f}{100 * row.mfu:>6.1f}%{baseline / timing.epoch_s:>9.1f}x"
+        )
+    floor_s = rows[0].flops_per_image * rows[0].timing.samples / rows[0].peak_flops
+    gflops = rows[0].flops_per_image / 1e9
+    print(f"\ncompute floor at the given peak: {floor_s:.2f} s/epoch ({gflops:.2f} GFLOP per training image)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=50_000, help="synthetic training images per epoch")
+    parser.add_argument("--epochs", type=int, default=2, help="the last one is reported (default 2)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=790.0, help="the device's dense bf16 peak, for MFU (default 790)"
+    )
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks/epoch.py needs a CUDA GPU; none is available here, so there is nothing to measure.")
+        return 0
+    flops = training_flops_per_image()
+    print(f"{torch.cuda.get_device_name()}, {args.images} synthetic images, last of {args.epochs} epochs")
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        for name, extra in CONFIGS.items():
+            if args.only and name not in args.only:
+                continue
+            timing = fit_one(name, extra, args, Path(root))
+            rows.append(Row(name, timing, flops, args.peak_tflops * 1e12))
+    print_rows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
