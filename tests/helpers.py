@@ -73,10 +73,13 @@ class SleepyModule(L.LightningModule):
             Delay(val_delay),
         )
 
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.layer(inputs)
+
     def training_step(self, batch, batch_idx):
         self.step_delay()
         inputs, targets = batch
-        return nn.functional.cross_entropy(self.layer(inputs), targets)
+        return nn.functional.cross_entropy(self(inputs), targets)
 
     def validation_step(self, batch, batch_idx):
         self.val_delay()

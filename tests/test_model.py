@@ -101,3 +101,14 @@ def test_compiled_model_matches_eager_forward_and_backward():
     torch.testing.assert_close(logits, _train_step(eager, images, labels), rtol=1e-3, atol=1e-3)
     gradient, expected = compiled.net.conv1.weight.grad, eager.net.conv1.weight.grad
     torch.testing.assert_close(gradient, expected, rtol=1e-2, atol=1e-3)
+
+
+def test_training_flops_per_image_are_measured_from_the_model():
+    from cifarbench.callbacks.flops import training_flops_per_sample
+
+    flops = training_flops_per_sample(ResNet18Classifier())
+    # Forward ~1.11 GFLOP (0.56 G multiply-adds) and backward about twice that: ~3.3 GFLOP per image.
+    assert 3.2e9 < flops < 3.45e9
+    # 90 more classes: the last linear layer's forward, input-gradient and weight-gradient matmuls grow.
+    wider = training_flops_per_sample(ResNet18Classifier(num_classes=100))
+    assert wider - flops == 3 * 2 * 512 * 90

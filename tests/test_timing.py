@@ -55,9 +55,15 @@ def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> 
 
 
 def fit_one(
-    tmp_path, module: SleepyModule, train: DataLoader, val: DataLoader | None = None, sync=False, **kwargs
+    tmp_path,
+    module: SleepyModule,
+    train: DataLoader,
+    val: DataLoader | None = None,
+    sync: bool = False,
+    timer_options: dict | None = None,
+    **kwargs,
 ):
-    timer = EpochTimer(sync=sync, print_table=False)
+    timer = EpochTimer(sync=sync, print_table=False, **(timer_options or {}))
     trainer(tmp_path, timer, **kwargs).fit(module, train, val)
     return timer.history
 
@@ -218,3 +224,18 @@ def test_cuda_events_agree_with_synchronized_timing(tmp_path):
     assert events.clock == "cuda_events" and synced.clock == "cuda_sync"
     assert_within(events.training_s, synced.training_s)
     assert_within(events.data_loading_s, synced.data_loading_s)
+
+
+def test_mfu_uses_the_measured_training_flops_and_the_peak(tmp_path):
+    module = SleepyModule(step_delay=0.01)
+    module.example_input_array = torch.zeros(1, 8)
+    (epoch,) = fit_one(tmp_path, module, loader(0.0), timer_options={"peak_flops": 1e9})
+    # Linear(8 -> 2): 2 * 8 * 2 FLOPs forward, as many for the weight gradient (the input needs none).
+    assert epoch.mfu == pytest.approx(epoch.samples_per_s * 64 / 1e9)
+
+
+def test_no_mfu_without_a_known_peak(tmp_path):
+    module = SleepyModule()
+    module.example_input_array = torch.zeros(1, 8)
+    (epoch,) = fit_one(tmp_path, module, loader(0.0))  # a CPU has no entry in Lightning's peak table
+    assert epoch.mfu is None

@@ -85,6 +85,8 @@ class ResNet18Classifier(L.LightningModule):
             # Module.compile compiles in place: parameter names and checkpoints stay those of the eager net.
             self.net.compile(mode=compile)
         self.loss_fn = nn.CrossEntropyLoss()
+        # One CIFAR image: Lightning's model summary and EpochTimer's FLOP count (for MFU) run it.
+        self.example_input_array = torch.zeros(1, 3, 32, 32)
         # One metric object per stage, so their states never mix.
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")

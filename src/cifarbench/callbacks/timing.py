@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from typing_extensions import override
 
 from cifarbench.callbacks.clocks import Clock, make_clock, wall_time
+from cifarbench.callbacks.flops import peak_flops, training_flops_per_sample
 from cifarbench.callbacks.table import render_timing_table
 
 
@@ -52,6 +53,7 @@ class EpochTiming:
     epoch_mean_s: float
     world_size: int
     clock: str
+    mfu: float | None = None  # model FLOP utilization, when the device's peak is known
 
 
 CSV_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EpochTiming))
@@ -97,6 +99,10 @@ class EpochTimer(Callback):
             Trainer's ``log_every_n_steps``.
         csv_filename: file in the run's log dir that gets one row per finished epoch; ``None`` disables it.
         print_table: print a per-epoch table when fit ends (or is interrupted).
+        peak_flops: the device's peak FLOP/s for MFU; ``None`` takes Lightning's table for known GPUs (no MFU
+            on a CPU or an unknown device).
+        flops_per_sample: training FLOPs (forward and backward) per sample for MFU; ``None`` measures them on
+            a meta-device copy of the module from its ``example_input_array``.
 
     Example::
 
@@ -111,6 +117,8 @@ class EpochTimer(Callback):
         log_every_n_steps: int | None = None,
         csv_filename: str | None = "timings.csv",
         print_table: bool = True,
+        peak_flops: float | None = None,
+        flops_per_sample: float | None = None,
     ) -> None:
         super().__init__()
         if log_every_n_steps is not None and log_every_n_steps < 1:
@@ -121,11 +129,17 @@ class EpochTimer(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.csv_filename = csv_filename
         self.print_table = print_table
+        for name, value in (("peak_flops", peak_flops), ("flops_per_sample", flops_per_sample)):
+            if value is not None and value <= 0:
+                raise ValueError(f"EpochTimer({name}={value!r}) must be > 0 or None")
+        self.peak_flops = peak_flops
+        self.flops_per_sample = flops_per_sample
 
         self._history: list[EpochTiming] = []
         self._device = torch.device("cpu")
         self._clock: Clock = make_clock(self._device)
         self._csv_path: str | None = None
+        self._mfu_flops: tuple[float, float] | None = None  # (per sample, device peak) when both are known
         self._in_epoch = False
         self._original_batch_to_device: Callable[..., Any] | None = None
         self._reset_epoch()
@@ -162,6 +176,7 @@ class EpochTimer(Callback):
         log_dir = trainer.log_dir or trainer.default_root_dir
         self._start_csv(log_dir)
         self._add_tensorboard_layout(trainer)
+        self._mfu_flops = self._flops_for_mfu(trainer, pl_module)
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -266,6 +281,13 @@ class EpochTimer(Callback):
         self._gap_start = end_mark
         self._pause = None
 
+    def _flops_for_mfu(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, float] | None:
+        peak = self.peak_flops or peak_flops(trainer)
+        if peak is None:
+            return None  # measuring FLOPs would be wasted work
+        per_sample = self.flops_per_sample or training_flops_per_sample(pl_module)
+        return (per_sample, peak) if per_sample else None
+
     def _wrap_batch_to_device(self, trainer: L.Trainer) -> None:
         """Time the host-to-device copy of training batches, which Lightning does just before the step."""
         strategy = trainer.strategy
@@ -293,6 +315,11 @@ class EpochTimer(Callback):
         slowest, mean, total_samples = _reduce_over_ranks(
             trainer, [data_loading_s, training_s, epoch_s, transfer_s], samples
         )
+        samples_per_s = total_samples / slowest[2] if slowest[2] > 0 else 0.0
+        mfu = None
+        if self._mfu_flops is not None:
+            per_sample, peak = self._mfu_flops
+            mfu = samples_per_s * per_sample / (peak * trainer.world_size)
         return EpochTiming(
             epoch=trainer.current_epoch,
             data_loading_s=slowest[0],
@@ -301,12 +328,13 @@ class EpochTimer(Callback):
             transfer_s=slowest[3],
             steps=len(self._steps),
             samples=total_samples,
-            samples_per_s=total_samples / slowest[2] if slowest[2] > 0 else 0.0,
+            samples_per_s=samples_per_s,
             data_loading_mean_s=mean[0],
             training_mean_s=mean[1],
             epoch_mean_s=mean[2],
             world_size=trainer.world_size,
             clock=self._clock.name,
+            mfu=mfu,
         )
 
     def _log(self, trainer: L.Trainer, timing: EpochTiming) -> None:
@@ -319,6 +347,8 @@ class EpochTimer(Callback):
             "time/transfer": timing.transfer_s,
             "throughput/samples_per_s": timing.samples_per_s,
         }
+        if timing.mfu is not None:
+            epoch_metrics["throughput/mfu"] = timing.mfu
         if timing.world_size > 1:
             epoch_metrics |= {
                 "time/data_loading_mean": timing.data_loading_mean_s,
