@@ -110,3 +110,26 @@ class RecordSamplerIndices(L.Callback):
         indices = [int(index) for index in trainer.train_dataloader.sampler]
         name = f"indices-rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
         Path(self.out_dir, name).write_text(json.dumps(indices))
+
+
+def short_learning_fit(root: Path, *extra: str) -> dict[str, list[tuple[int, float]]]:
+    """A seeded 3-epoch CLI fit on 256 synthetic images with Adam (learns fast); its TensorBoard scalars."""
+    from cifarbench.cli import main
+
+    args = [
+        "fit",
+        "--seed_everything", "0",
+        "--data.synthetic", "256",
+        "--data.batch_size", "32",
+        "--data.num_workers", "0",
+        "--optimizer", "Adam",
+        "--optimizer.lr", "0.001",
+        "--trainer.accelerator", "cpu",
+        "--trainer.max_epochs", "3",
+        "--trainer.limit_val_batches", "0",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(root),
+        *extra,
+    ]  # fmt: skip
+    main(args)
+    return read_scalars(root / "lightning_logs" / "version_0")

@@ -13,7 +13,7 @@ from cifarbench.cli import CifarbenchCLI, main
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.model import ResNet18Classifier
 
-from helpers import read_scalars
+from helpers import read_scalars, short_learning_fit
 
 
 def small_fit_args(root: Path, *extra: str) -> list[str]:
@@ -154,22 +154,7 @@ def test_missing_cifar10_exits_with_path_url_and_synthetic_hint(tmp_path, capsys
 
 @pytest.mark.slow
 def test_a_short_fit_learns_the_synthetic_classes(tmp_path):
-    args = [
-        "fit",
-        "--seed_everything", "0",
-        "--data.synthetic", "320",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
-        "--optimizer", "Adam",
-        "--optimizer.lr", "0.001",
-        "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "3",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path),
-    ]  # fmt: skip
-    main(args)
-    scalars = read_scalars(tmp_path / "lightning_logs" / "version_0")
+    scalars = short_learning_fit(tmp_path)
     losses = [value for _, value in scalars["train/loss_epoch"]]
     accuracies = [value for _, value in scalars["train/acc_epoch"]]
     assert losses[-1] < 0.8 * losses[0]

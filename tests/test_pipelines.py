@@ -14,7 +14,7 @@ import cifarbench
 from cifarbench import cifar10_files
 from cifarbench.augment import CROP_OFFSETS, crop_flip, normalization_affine, normalize, pad_and_mirror
 from cifarbench.callbacks import EpochTimer
-from cifarbench.cli import CifarbenchCLI, main
+from cifarbench.cli import CifarbenchCLI
 from cifarbench.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -26,7 +26,7 @@ from cifarbench.data import (
 from cifarbench.errors import ConfigError
 from cifarbench.model import COMPILE_MODES, LAB_SGD, ResNet18Classifier
 
-from helpers import read_scalars, write_batch
+from helpers import short_learning_fit, write_batch
 
 PROBES_PER_FILE = 1000  # 5 train files: 5000 augmentations, about 31 per (offset_y, offset_x, flip) cell
 CELLS = CROP_OFFSETS * CROP_OFFSETS * 2
@@ -305,23 +305,7 @@ def test_fast_config_trains_on_the_cpu_without_compile(tmp_path):
 
 
 def final_train_accuracy(root: Path, *extra: str) -> float:
-    args = [
-        "fit",
-        "--seed_everything", "0",
-        "--data.synthetic", "256",
-        "--data.batch_size", "32",
-        "--data.num_workers", "0",
-        "--optimizer", "Adam",
-        "--optimizer.lr", "0.001",
-        "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "3",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
-        *extra,
-    ]  # fmt: skip
-    main(args)
-    return read_scalars(root / "lightning_logs" / "version_0")["train/acc_epoch"][-1][1]
+    return short_learning_fit(root, *extra)["train/acc_epoch"][-1][1]
 
 
 @pytest.mark.slow
