@@ -181,3 +181,28 @@ def test_eval_split_is_normalised_with_the_lab_constants(cifar_files):
     expected = (torch.from_numpy(raw).permute(2, 0, 1).float() / 255 - mean) / std
     torch.testing.assert_close(image, expected)
     assert label == raw_label
+
+
+class HugeArray:
+    """A 91-byte pickle that would make numpy allocate a 3 GB array: ndarray called with a shape."""
+
+    def __reduce__(self):
+        return (np.ndarray, ((1_000_000, 3072), "u1"))
+
+
+class ObjectArray:
+    def __reduce__(self):
+        return (np.dtype, ("O8",))
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(HugeArray(), "calls numpy.ndarray directly"), (ObjectArray(), "object array")],
+    ids=["huge-array", "object-dtype"],
+)
+def test_pickle_that_allocates_or_holds_objects_is_refused(tmp_path, payload, reason):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": payload, "labels": [0]}, protocol=2))
+    assert path.stat().st_size < 200
+    with pytest.raises(DataError, match=f"Refused to read .*data_batch_1.*{reason}"):
+        cifar10_files.read_batch_file(path)

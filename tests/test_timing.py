@@ -10,6 +10,7 @@ import time
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from cifarbench.callbacks import EpochTimer
@@ -239,3 +240,53 @@ def test_no_mfu_without_a_known_peak(tmp_path):
     module.example_input_array = torch.zeros(1, 8)
     (epoch,) = fit_one(tmp_path, module, loader(0.0))  # a CPU has no entry in Lightning's peak table
     assert epoch.mfu is None
+
+
+def test_resume_from_a_mid_epoch_checkpoint_records_that_epoch_once(tmp_path):
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    first = EpochTimer(print_table=False)
+    run = trainer(tmp_path / "first", first, epochs=2, enable_checkpointing=True, callbacks=[saver])
+    run.fit(SleepyModule(), loader(0.0, steps=4))
+    mid_epoch = tmp_path / "ckpt" / "epoch=1-step=6.ckpt"  # 2 of epoch 1's 4 steps done
+    assert mid_epoch.exists()
+
+    resumed = EpochTimer(print_table=False)
+    run = trainer(tmp_path / "second", resumed, epochs=2)
+    run.fit(SleepyModule(), loader(0.0, steps=4), ckpt_path=mid_epoch)
+    assert [(e.epoch, e.steps) for e in resumed.history] == [(0, 4), (1, 2)]
+
+
+def test_a_timer_is_reusable_after_an_interrupted_fit(tmp_path):
+    class Crash(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            raise RuntimeError("boom")
+
+    timer = EpochTimer(print_table=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path / "crash", timer, callbacks=[Crash()]).fit(SleepyModule(), loader(0.0, steps=2))
+    trainer(tmp_path / "again", timer).fit(SleepyModule(), loader(0.0, steps=2))
+    assert [e.steps for e in timer.history] == [2]
+
+
+def test_no_per_step_item_calls_in_a_default_cli_model_fit(tmp_path, monkeypatch):
+    """On CUDA every .item() is a host sync; neither EpochTimer nor the shipped model may do one per step."""
+    from cifarbench.data import CIFAR10DataModule
+    from cifarbench.model import ResNet18Classifier
+
+    calls = {"count": 0}
+    original_item = torch.Tensor.item
+
+    def counting_item(self):
+        calls["count"] += 1
+        return original_item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    per_fit = []
+    for steps in (2, 6):
+        calls["count"] = 0
+        run = trainer(tmp_path / str(steps), EpochTimer(print_table=False), limit_train_batches=steps)
+        # The tensor pipeline: torchvision's RandomCrop calls .item() per image on the CPU, which is no sync.
+        data = CIFAR10DataModule(synthetic=48, batch_size=8, num_workers=0, pipeline="tensor")
+        run.fit(ResNet18Classifier(), data)
+        per_fit.append(calls["count"])
+    assert per_fit[1] == per_fit[0]  # 4 more steps, not one more .item()

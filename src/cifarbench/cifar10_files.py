@@ -34,14 +34,46 @@ def _numpy_reconstruct() -> Any:
     return core.multiarray._reconstruct
 
 
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something a CIFAR-10 batch never needs."""
+
+
+class _NdarrayType:
+    """Stands in for numpy.ndarray: numpy's pickles only pass the type to _reconstruct, never call it.
+
+    Calling it would let a tiny file allocate an array of any size, so that is refused.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _Refused("it calls numpy.ndarray directly, which numpy's own pickles never do")
+
+
+_NDARRAY = _NdarrayType()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') and then sets its state from the bytes in
+    # the file, whose length numpy checks against the shape: memory stays bounded by the file's size.
+    if subtype is not _NDARRAY or tuple(shape) != (0,):
+        raise _Refused("it builds a numpy array in a way numpy's own pickles never do")
+    return _numpy_reconstruct()(np.ndarray, (0,), dtype_code)
+
+
+def _dtype(*args: Any) -> np.dtype:
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise _Refused("it asks for a numpy object array, which could hold arbitrary objects")
+    return dtype
+
+
 # Exactly the globals a CIFAR-10 batch pickle names: Python 2's cPickle wrote numpy.core.*; Python 3 with
 # numpy 2 writes numpy._core.* and encodes bytes through _codecs.encode. Anything else is refused, so a
 # pickle cannot run code while being read.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): codecs.encode,
 }
 
@@ -51,7 +83,7 @@ class _BatchUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"it names the global {module}.{name}") from None
+            raise _Refused(f"it names the global {module}.{name}, which could run code") from None
 
 
 def _missing_data_message(folder: Path, detail: str) -> str:
@@ -128,12 +160,12 @@ def read_batch_file(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     try:
         with open(path, "rb") as file:
             batch = _BatchUnpickler(file, encoding="latin1").load()
+    except _Refused as error:
+        raise DataError(
+            f"Refused to read {path}: {error}. A CIFAR-10 batch never needs that. Replace the file with the "
+            f"official one (--data.download true)."
+        ) from None
     except pickle.UnpicklingError as error:
-        if "names the global" in str(error):
-            raise DataError(
-                f"Refused to read {path}: {error}, which a CIFAR-10 batch never needs and which could run "
-                f"code. Replace the file with the official one (--data.download true)."
-            ) from None
         raise _unreadable(path, error) from None
     except (EOFError, ValueError, TypeError, IndexError, MemoryError, AttributeError) as error:
         raise _unreadable(path, error) from None

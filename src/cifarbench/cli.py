@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
@@ -54,7 +55,10 @@ class CifarbenchCLI(LightningCLI):
         # Lightning looks for `last` only in this run's new version folder; a resumed run wants the
         # newest checkpoint of the runs before it.
         if kwargs.get("ckpt_path") == "last":
-            kwargs["ckpt_path"] = str(_newest_checkpoint(_runs_root(self.trainer)))
+            root = _runs_root(self.trainer)
+            kwargs["ckpt_path"] = str(_newest_checkpoint(root))
+            # Said aloud: the newest checkpoint under the root may belong to a run with another config.
+            rank_zero_info(f"--ckpt_path last: resuming from {kwargs['ckpt_path']}, the newest under {root}")
         self.trainer.fit(model, **kwargs)
 
 

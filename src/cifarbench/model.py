@@ -103,8 +103,10 @@ class ResNet18Classifier(L.LightningModule):
         loss = self.loss_fn(logits, targets)
         accuracy(logits, targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
+        # Not on the progress bar: Lightning reads progress-bar values with .item() after every step, a
+        # host sync per step on CUDA. Logged values are read only every log_every_n_steps.
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True)
+        self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +140,6 @@ class EpochTimer(Callback):
         self._csv_path: str | None = None
         self._mfu_flops: tuple[float, float] | None = None  # (per sample, device peak) when both are known
         self._in_epoch = False
-        self._original_batch_to_device: Callable[..., Any] | None = None
         self._reset_epoch()
 
     # ----------------------------------------------------------------------------------------- results
@@ -166,9 +164,7 @@ class EpochTimer(Callback):
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._original_batch_to_device is not None:
-            del trainer.strategy.batch_to_device  # drops the instance attribute, exposing the method again
-            self._original_batch_to_device = None
+        self._unwrap_batch_to_device(trainer)
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -180,15 +176,16 @@ class EpochTimer(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset_epoch()
-        self._in_epoch = True
-        self._epoch_wall_start = wall_time(self._device)
-        self._gap_start = self._clock.mark()
+        self._start_epoch()
 
     @override
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if not self._in_epoch:
+            # Resumed from a mid-epoch checkpoint: Lightning skips on_train_epoch_start. The epoch's row then
+            # covers the steps run since the resume (its `steps` says how many).
+            self._start_epoch()
         self._resume_if_paused(at_epoch_end=False)
         self._step_start = self._clock.mark()
 
@@ -236,6 +233,7 @@ class EpochTimer(Callback):
     ) -> None:
         # The finished epochs are already in the CSV; show them too, so an interrupted run still reports.
         self._in_epoch = False
+        self._unwrap_batch_to_device(trainer)  # Lightning skips callbacks' teardown after an exception
         self._print_table()
 
     @override
@@ -247,6 +245,12 @@ class EpochTimer(Callback):
         self._history = [EpochTiming(**row) for row in state_dict.get("history", [])]
 
     # ---------------------------------------------------------------------------------------- helpers
+    def _start_epoch(self) -> None:
+        self._reset_epoch()
+        self._in_epoch = True
+        self._epoch_wall_start = wall_time(self._device)
+        self._gap_start = self._clock.mark()
+
     def _reset_epoch(self) -> None:
         self._steps: list[_Step] = []
         self._transfers: list[tuple[Any, Any]] = []
@@ -291,10 +295,9 @@ class EpochTimer(Callback):
     def _wrap_batch_to_device(self, trainer: L.Trainer) -> None:
         """Time the host-to-device copy of training batches, which Lightning does just before the step."""
         strategy = trainer.strategy
-        if self._original_batch_to_device is not None:
-            return
+        if "batch_to_device" in vars(strategy):
+            return  # already wrapped (setup runs again for a second fit on the same Trainer)
         original = strategy.batch_to_device
-        self._original_batch_to_device = original
 
         def timed_batch_to_device(*args: Any, **kwargs: Any) -> Any:
             if not self._in_epoch or self._validating:
@@ -305,6 +308,11 @@ class EpochTimer(Callback):
             return batch
 
         strategy.batch_to_device = timed_batch_to_device
+
+    @staticmethod
+    def _unwrap_batch_to_device(trainer: L.Trainer) -> None:
+        if "batch_to_device" in vars(trainer.strategy):
+            del trainer.strategy.batch_to_device  # drops the instance attribute, exposing the method again
 
     def _finish_epoch(self, trainer: L.Trainer, epoch_s: float) -> EpochTiming:
         seconds = self._clock.seconds
@@ -358,8 +366,9 @@ class EpochTimer(Callback):
         every_n = self.log_every_n_steps or trainer.log_every_n_steps
         seconds = self._clock.seconds
         for logger in trainer.loggers:
-            # Epoch-level curves use the epoch as their x axis; per-step curves the global step.
-            logger.log_metrics(epoch_metrics, step=timing.epoch)
+            # At the global step, like every other Lightning metric: loggers that need increasing steps (W&B)
+            # would drop points logged at the epoch number.
+            logger.log_metrics(epoch_metrics, step=trainer.global_step)
             for step in self._steps:
                 if step.global_step % every_n == 0:
                     step_metrics = {
