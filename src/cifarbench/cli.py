@@ -98,8 +98,21 @@ def _is_dataloader_worker_failure(error: BaseException) -> bool:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m cifarbench`` and the ``cifarbench`` script; ``args`` for in-process use."""
+    """Entry point of ``python -m cifarbench`` and the ``cifarbench`` script; ``args`` for in-process use.
+
+    Besides LightningCLI's subcommands (fit, validate, ...): ``lab <part>`` runs lab experiments through
+    ``fit`` (cifarbench.lab), and ``inspect`` answers the lab's model questions (cifarbench.inspection).
+    """
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["lab"]:
+            from cifarbench.lab.cli import lab_main
+
+            return lab_main(argv[1:])
+        if argv[:1] == ["inspect"]:
+            from cifarbench.inspection import inspect_main
+
+            return inspect_main(argv[1:])
         with warnings.catch_warnings():
             # The CLI always supplies the optimizer, so replacing the model's own default is intended.
             warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")

@@ -13,7 +13,7 @@ Validation and test batches are normalised only, for every pipeline.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -25,6 +25,7 @@ from torchvision import transforms
 
 from cifarbench import cifar10_files
 from cifarbench.augment import normalization_affine, normalize, pad_and_mirror, random_crop_flip
+from cifarbench.callbacks.worker_tuner import WorkerTuner
 from cifarbench.errors import ConfigError
 from cifarbench.synthetic import make_synthetic
 
@@ -193,7 +194,9 @@ class CIFAR10DataModule(L.LightningDataModule):
     Args:
         data_dir: folder that holds (or will hold) ``cifar-10-batches-py``.
         batch_size: images per batch (the lab's 128).
-        num_workers: DataLoader worker processes; 0 loads in the main process.
+        num_workers: DataLoader worker processes; 0 loads in the main process. ``"auto"``: a
+            :class:`~cifarbench.callbacks.WorkerTuner` times the train loader at fit start and picks the
+            count.
         pin_memory: page-locked batches for faster copies to the GPU; ``None`` pins when training on CUDA.
         persistent_workers: keep workers alive between epochs (needs ``num_workers > 0``).
         download: fetch the official archive when the files are missing.
@@ -211,7 +214,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self,
         data_dir: str = "data",
         batch_size: int = 128,
-        num_workers: int = 4,
+        num_workers: int | Literal["auto"] = 4,
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         download: bool = True,
@@ -223,9 +226,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"CIFAR10DataModule(batch_size={batch_size!r}) must be >= 1 (the lab uses 128)")
-        if num_workers < 0:
+        if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
             raise ConfigError(
-                f"CIFAR10DataModule(num_workers={num_workers!r}) must be >= 0 (0 loads in the main process)"
+                f"CIFAR10DataModule(num_workers={num_workers!r}) must be >= 0 (0 loads in the main process), "
+                f"or 'auto' to let WorkerTuner pick"
             )
         if persistent_workers and num_workers == 0:
             raise ConfigError(
@@ -265,10 +269,29 @@ class CIFAR10DataModule(L.LightningDataModule):
             cifar10_files.download(self.data_dir)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.num_workers == "auto":
+            self._attach_worker_tuner()
         if stage == "fit" and self.train_set is None:
             self.train_set = self._train_dataset(*self._read_split(train=True))
         if self.test_set is None:
             self.test_set = self._eval_dataset(*self._read_split(train=False))
+
+    def _attach_worker_tuner(self) -> None:
+        # `--data.num_workers auto` needs no second option: setup() runs before the callbacks' on_fit_start,
+        # where the tuner sets self.num_workers, and before any dataloader is built.
+        trainer = self.trainer
+        if trainer is None:
+            return
+        if not any(isinstance(callback, WorkerTuner) for callback in trainer.callbacks):
+            trainer.callbacks.append(WorkerTuner())
+
+    def _workers(self) -> int:
+        if self.num_workers == "auto":
+            raise ConfigError(
+                "CIFAR10DataModule(num_workers='auto') is resolved by WorkerTuner when Trainer.fit starts; "
+                "outside fit, pass a number (e.g. --data.num_workers 4)"
+            )
+        return self.num_workers
 
     def teardown(self, stage: str) -> None:
         self._device_set = None  # frees the device copy; the next fit makes it again
@@ -305,7 +328,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         sampler = SeededShuffleSampler(len(train_set), seed=self.seed)
         # The gpu pipeline's loader only slices index lists: worker processes would add start-up and IPC time
         # and nothing else, so it always loads in the main process.
-        num_workers = 0 if self.pipeline == "gpu" else self.num_workers
+        num_workers = 0 if self.pipeline == "gpu" else self._workers()
         if num_workers != self.num_workers:
             rank_zero_info(
                 f"--data.pipeline gpu loads index batches in the main process; --data.num_workers "
@@ -340,10 +363,11 @@ class CIFAR10DataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
+            num_workers=self._workers(),
             collate_fn=collate_fn,
             pin_memory=self._pin_memory(),
-            persistent_workers=self.persistent_workers,
+            # WorkerTuner may try 0 workers even when persistent_workers is set; DataLoader rejects that pair.
+            persistent_workers=self.persistent_workers and self._workers() > 0,
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -1,0 +1,1 @@
+"""One module per lab part; each has ``run(ctx, options) -> PartResult``."""
