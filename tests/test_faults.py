@@ -66,6 +66,9 @@ def test_interrupt_keeps_finished_epochs_and_resume_continues_without_gaps(tmp_p
         if finished and list(run0.glob(f"checkpoints/epoch={finished[-1]}-*.ckpt")):
             break
         time.sleep(0.05)
+    # Into the next epoch's steps (~0.3 s each), past the checkpoint write and the epoch-end logging: a
+    # KeyboardInterrupt raised inside TensorBoard's event-writer queue can leave its flush at exit waiting.
+    time.sleep(0.5)
     process.send_signal(signal_number)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == {signal.SIGINT: 1, signal.SIGTERM: 128 + signal.SIGTERM}[signal_number], (
