@@ -25,7 +25,7 @@ from cifarbench import cifar10_files
 from cifarbench.cli import main
 from cifarbench.data import ImageArrayDataset
 
-from helpers import read_scalars
+from helpers import SleepyModule, loader, read_scalars
 
 
 def fit_args(root: Path, *extra: str, synthetic: bool = True) -> list[str]:
@@ -66,9 +66,8 @@ def test_interrupt_keeps_finished_epochs_and_resume_continues_without_gaps(tmp_p
         if finished and list(run0.glob(f"checkpoints/epoch={finished[-1]}-*.ckpt")):
             break
         time.sleep(0.05)
-    # Into the next epoch's steps (~0.3 s each), past the checkpoint write and the epoch-end logging: a
-    # KeyboardInterrupt raised inside TensorBoard's event-writer queue can leave its flush at exit waiting.
-    time.sleep(0.5)
+    # Right at an epoch's end, while metrics are written: the moment a raw KeyboardInterrupt used to leave
+    # TensorBoard's writer thread waiting forever (StopOnInterrupt defers it to the batch's end).
     process.send_signal(signal_number)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == {signal.SIGINT: 1, signal.SIGTERM: 128 + signal.SIGTERM}[signal_number], (
@@ -90,6 +89,34 @@ def test_interrupt_keeps_finished_epochs_and_resume_continues_without_gaps(tmp_p
     second_tb = [step for step, _ in read_scalars(run1)["time/epoch"]]
     assert first_tb == [4 * (epoch + 1) for epoch in kept]
     assert second_tb == [4 * (epoch + 1) for epoch in range(len(kept), total)]
+
+
+def test_ctrl_c_stops_at_the_end_of_the_current_batch(tmp_path):
+    from cifarbench.callbacks.interrupt import StopOnInterrupt
+
+    class CtrlCDuringSecondBatch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    class CountSteps(SleepyModule):
+        steps = 0
+
+        def training_step(self, batch, batch_idx):
+            CountSteps.steps += 1
+            return super().training_step(batch, batch_idx)
+
+    handler = signal.getsignal(signal.SIGINT)
+    callbacks = [StopOnInterrupt(), CtrlCDuringSecondBatch()]
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, callbacks=callbacks)  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exit_info:  # Lightning's Ctrl-C handling exits with status 1
+            trainer.fit(CountSteps(), loader(0.0, steps=6))
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning leaves SIGINT ignored after an interrupt
+    assert exit_info.value.code == 1
+    assert CountSteps.steps == 2  # the batch that was running finished; no further batch started
 
 
 def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):

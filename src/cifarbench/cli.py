@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.optim import Optimizer
 
 from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.interrupt import StopOnInterrupt
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import CifarbenchError, ConfigError
 from cifarbench.model import LAB_SGD, ResNet18Classifier
@@ -50,6 +51,7 @@ class CifarbenchCLI(LightningCLI):
 
     def before_fit(self) -> None:
         _check_writable(self.trainer.default_root_dir)
+        self.trainer.callbacks.append(StopOnInterrupt())
 
     def fit(self, model: L.LightningModule, **kwargs: Any) -> None:
         # Lightning looks for `last` only in this run's new version folder; a resumed run wants the
