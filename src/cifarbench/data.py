@@ -97,34 +97,11 @@ def keep_batch(batch: Any) -> Any:
     return batch
 
 
-class AugmentedTensorDataset(Dataset):
-    """``tensor`` pipeline, training: zero-padded uint8 images cropped, flipped and normalised per batch.
+class NormalizedTensorDataset(Dataset):
+    """``tensor`` and ``gpu`` pipelines, validation and test: uint8 images, normalised per batch only.
 
     The DataLoader hands ``__getitems__`` the batch's indices, so one call builds the whole batch.
     """
-
-    def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
-    ) -> None:
-        self.padded = pad_and_mirror(images)
-        self.labels = labels
-        self.scale, self.shift = normalization_affine(mean, std)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = _as_index_tensor(indices)
-        images = normalize(random_crop_flip(self.padded, index), self.scale, self.shift)
-        return images, self.labels[index]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        images, labels = self.__getitems__([index])
-        return images[0], int(labels[0])
-
-
-class NormalizedTensorDataset(Dataset):
-    """``tensor`` and ``gpu`` pipelines, validation and test: uint8 images, normalised per batch only."""
 
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
@@ -136,13 +113,29 @@ class NormalizedTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _uint8_batch(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index]
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = _as_index_tensor(indices)
-        return normalize(self.images[index], self.scale, self.shift), self.labels[index]
+        return normalize(self._uint8_batch(index), self.scale, self.shift), self.labels[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         images, labels = self.__getitems__([index])
         return images[0], int(labels[0])
+
+
+class AugmentedTensorDataset(NormalizedTensorDataset):
+    """``tensor`` pipeline, training: zero-padded uint8 images cropped, flipped and normalised per batch."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        # Only the padded (and mirrored) copy is kept: crops are windows into it.
+        super().__init__(pad_and_mirror(images), labels, mean, std)
+
+    def _uint8_batch(self, index: torch.Tensor) -> torch.Tensor:
+        return random_crop_flip(self.images, index)
 
 
 class IndexDataset(Dataset):
