@@ -13,7 +13,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 _DPI = 120
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _finish(
+    fig: plt.Figure,
+    ax: plt.Axes,
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    grid_axis: str,
+    legend: bool,
+) -> Path:
+    """Every plot's title, axis labels (with units), grid and legend; then save and release the figure."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis=grid_axis, alpha=0.3)
+    if legend:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
     plt.close(fig)
@@ -32,15 +48,9 @@ def line_plot(
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", label=name)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
     if integer_x:
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend()
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, xlabel, ylabel, grid_axis="both", legend=len(series) > 1)
 
 
 def stacked_bars(
@@ -57,12 +67,7 @@ def stacked_bars(
     for name, values in stacks.items():
         ax.bar(list(labels), list(values), bottom=bottoms, label=name)
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, xlabel, ylabel, grid_axis="y", legend=True)
 
 
 def grouped_bars(
@@ -80,9 +85,4 @@ def grouped_bars(
         xs = [i + (index - (len(groups) - 1) / 2) * width for i in range(len(labels))]
         ax.bar(xs, list(values), width=width, label=name)
     ax.set_xticks(range(len(labels)), list(labels))
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, xlabel, ylabel, grid_axis="y", legend=True)
