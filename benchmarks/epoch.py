@@ -9,8 +9,10 @@ Configurations, each run through the one fit path (cifarbench's LightningCLI), t
   batch 512).
 
 The last epoch is reported: the first one carries worker start-up, cuDNN autotuning and torch.compile.
-Times come from EpochTimer (data loading = the loop waiting for the next batch, including the host-to-device
-copy and the gpu pipeline's on-device augmentation). MFU = measured FLOPs per training image x images/s over
+Every config trains the same epochs from the same seed, so the last column compares their training
+accuracy (the fast config should stay within 2 points of the lab's). Times come from EpochTimer (data
+loading = the loop waiting for the next batch, including the host-to-device copy and the gpu pipeline's
+on-device augmentation). MFU = measured FLOPs per training image x images/s over
 --peak-tflops. Without CUDA it prints why and exits 0.
 """
 
@@ -23,15 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.flops import training_flops_per_sample
 from cifarbench.callbacks.timing import EpochTiming
-from cifarbench.cli import CifarbenchCLI
-from cifarbench.data import CIFAR10DataModule
-from cifarbench.model import ResNet18Classifier, resnet18
+from cifarbench.model import ResNet18Classifier
+from fits import FAST_CONFIG, fit_config
 
-FAST_CONFIG = Path(__file__).resolve().parents[1] / "src" / "cifarbench" / "configs" / "fast.yaml"
 CONFIGS: dict[str, list[str]] = {
     "lab": ["--data.pipeline", "torchvision", "--data.num_workers", "4", "--data.batch_size", "128"],
     "lab + gpu pipeline": ["--data.pipeline", "gpu", "--data.num_workers", "4", "--data.batch_size", "128"],
@@ -43,6 +43,7 @@ CONFIGS: dict[str, list[str]] = {
 class Row:
     name: str
     timing: EpochTiming
+    train_acc: float  # the last epoch's, over its augmented batches
     flops_per_image: float
     peak_flops: float
 
@@ -51,40 +52,17 @@ class Row:
         return self.flops_per_image * self.timing.samples_per_s / self.peak_flops
 
 
-def training_flops_per_image() -> float:
-    """FLOPs of one forward + backward of ResNet-18 per 32x32 image, counted by torch's FlopCounterMode."""
-    net, images = resnet18(), torch.randn(2, 3, 32, 32)
-    with FlopCounterMode(display=False) as counter:
-        net(images).sum().backward()
-    return counter.get_total_flops() / len(images)
-
-
-def fit_one(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> EpochTiming:
-    cli_args = [
-        *extra,  # --config must come first, so that the options below override it
-        "--data.synthetic", str(args.images),
-        "--trainer.accelerator", "gpu",
-        "--trainer.devices", "1",
-        "--trainer.max_epochs", str(args.epochs),
-        "--trainer.limit_val_batches", "0",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_checkpointing", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(root / name.replace(" ", "_")),
-        "--timer.print_table", "false",
-    ]  # fmt: skip
-    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, args=cli_args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+def fit_one(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> tuple[EpochTiming, float]:
+    cli = fit_config(extra, args.images, args.epochs, root / name.replace(" ", "_"))
     timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, EpochTimer))
-    return timer.history[-1]
+    return timer.history[-1], float(cli.trainer.callback_metrics["train/acc_epoch"])
 
 
 def print_rows(rows: list[Row]) -> None:
     baseline = rows[0].timing.epoch_s
     print(
         f"\n{'config':<22}{'s/epoch':>9}{'images/s':>11}{'data %':>8}{'transfer s':>12}{'MFU':>7}"
-        f"{'speed-up':>10}"
+        f"{'speed-up':>10}{'train acc':>11}"
     )
     for row in rows:
         timing = row.timing
@@ -92,6 +70,7 @@ def print_rows(rows: list[Row]) -> None:
         print(
             f"{row.name:<22}{timing.epoch_s:>9.2f}{timing.samples_per_s:>11,.0f}{data_share:>7.1f}%"
             f"{timing.transfer_s:>12.3f}{100 * row.mfu:>6.1f}%{baseline / timing.epoch_s:>9.1f}x"
+            f"{100 * row.train_acc:>10.1f}%"
         )
     floor_s = rows[0].flops_per_image * rows[0].timing.samples / rows[0].peak_flops
     gflops = rows[0].flops_per_image / 1e9
@@ -116,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("benchmarks/epoch.py needs a CUDA GPU; none is available here, so there is nothing to measure.")
         return 0
-    flops = training_flops_per_image()
+    flops = training_flops_per_sample(ResNet18Classifier())  # the same count EpochTimer's MFU uses
     print(f"{torch.cuda.get_device_name()}, {args.images} synthetic images, last of {args.epochs} epochs")
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for name, extra in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
-            timing = fit_one(name, extra, args, Path(root))
-            rows.append(Row(name, timing, flops, args.peak_tflops * 1e12))
+            timing, train_acc = fit_one(name, extra, args, Path(root))
+            rows.append(Row(name, timing, train_acc, flops, args.peak_tflops * 1e12))
     print_rows(rows)
     return 0
 

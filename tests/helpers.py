@@ -112,12 +112,13 @@ class RecordSamplerIndices(L.Callback):
         Path(self.out_dir, name).write_text(json.dumps(indices))
 
 
-def short_learning_fit(root: Path, *extra: str) -> dict[str, list[tuple[int, float]]]:
-    """A seeded 3-epoch CLI fit on 256 synthetic images with Adam (learns fast); its TensorBoard scalars."""
-    from cifarbench.cli import main
+def learning_fit_args(root: Path, *extra: str, epochs: int = 3, config: Path | None = None) -> list[str]:
+    """CLI options of a seeded fit on 256 synthetic images with Adam (learns fast), without "fit".
 
-    args = [
-        "fit",
+    ``config`` is read first, so the options here (and then ``extra``) override it.
+    """
+    return [
+        *(["--config", str(config)] if config else []),
         "--seed_everything", "0",
         "--data.synthetic", "256",
         "--data.batch_size", "32",
@@ -125,11 +126,17 @@ def short_learning_fit(root: Path, *extra: str) -> dict[str, list[tuple[int, flo
         "--optimizer", "Adam",
         "--optimizer.lr", "0.001",
         "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "3",
+        "--trainer.max_epochs", str(epochs),
         "--trainer.limit_val_batches", "0",
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(root),
         *extra,
     ]  # fmt: skip
-    main(args)
+
+
+def short_learning_fit(root: Path, *extra: str) -> dict[str, list[tuple[int, float]]]:
+    """A 3-epoch :func:`learning_fit_args` fit through ``python -m cifarbench``; its TensorBoard scalars."""
+    from cifarbench.cli import main
+
+    main(["fit", *learning_fit_args(root, *extra)])
     return read_scalars(root / "lightning_logs" / "version_0")

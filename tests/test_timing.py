@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
 from torch.utils.data import DataLoader
 
 from cifarbench.callbacks import EpochTimer
@@ -290,3 +291,61 @@ def test_no_per_step_item_calls_in_a_default_cli_model_fit(tmp_path, monkeypatch
         run.fit(ResNet18Classifier(), data)
         per_fit.append(calls["count"])
     assert per_fit[1] == per_fit[0]  # 4 more steps, not one more .item()
+
+
+class TinyImageClassifier(L.LightningModule):
+    """A linear classifier of 3x32x32 images whose step sleeps: the data module's batches, little compute."""
+
+    def __init__(self, step_delay: float) -> None:
+        super().__init__()
+        self.layer = nn.Linear(3 * 32 * 32, 10)
+        self.step_delay = Delay(step_delay)
+
+    def training_step(self, batch, batch_idx):
+        self.step_delay()
+        images, labels = batch
+        return nn.functional.cross_entropy(self.layer(images.flatten(1)), labels)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def slow_augmentation(monkeypatch, pipeline: str, per_batch: float) -> Delay:
+    """Make each training batch's augmentation sleep ``per_batch`` seconds, wherever the pipeline runs it."""
+    import cifarbench.data
+
+    if pipeline == "torchvision":  # per image, in the dataset (main process: num_workers=0)
+        delay = Delay(per_batch / BATCH)
+        lab_transform = cifarbench.data.train_transform()
+
+        def sleepy_transform(image):
+            delay()
+            return lab_transform(image)
+
+        monkeypatch.setattr(cifarbench.data, "train_transform", lambda: sleepy_transform)
+    else:  # per batch: in the dataset (tensor), or in on_after_batch_transfer on the device (gpu)
+        delay = Delay(per_batch)
+        crop_flip = cifarbench.data.random_crop_flip
+
+        def sleepy_crop_flip(*args, **kwargs):
+            delay()
+            return crop_flip(*args, **kwargs)
+
+        monkeypatch.setattr(cifarbench.data, "random_crop_flip", sleepy_crop_flip)
+    return delay
+
+
+@pytest.mark.parametrize("pipeline", ["torchvision", "tensor", "gpu"])
+def test_augmentation_is_data_loading_in_every_pipeline(tmp_path, monkeypatch, pipeline):
+    """The gpu pipeline augments after the copy to the device, still before the step: data time, too."""
+    from cifarbench.data import CIFAR10DataModule
+
+    augmentation = slow_augmentation(monkeypatch, pipeline, DATA_DELAY)
+    module = TinyImageClassifier(step_delay=STEP_DELAY)
+    data = CIFAR10DataModule(synthetic=STEPS * BATCH, batch_size=BATCH, num_workers=0, pipeline=pipeline)
+    timer = EpochTimer(print_table=False)
+    trainer(tmp_path, timer, limit_val_batches=0).fit(module, data)
+    (epoch,) = timer.history
+    assert epoch.steps == STEPS and augmentation.total > STEPS * DATA_DELAY * 0.99  # every batch slept
+    assert_within(epoch.data_loading_s, augmentation.total)
+    assert_within(epoch.training_s, module.step_delay.total)

@@ -1,0 +1,38 @@
+"""One training-only fit of a named configuration through cifarbench's LightningCLI (shared by benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cifarbench.cli import CifarbenchCLI
+from cifarbench.data import CIFAR10DataModule
+from cifarbench.model import ResNet18Classifier
+
+FAST_CONFIG = Path(__file__).resolve().parents[1] / "src" / "cifarbench" / "configs" / "fast.yaml"
+
+
+def fit_config(
+    config: list[str], images: int, epochs: int, root: Path, accelerator: str = "gpu"
+) -> CifarbenchCLI:
+    """Train ``config`` (CLI options) on ``images`` synthetic images for ``epochs``, from seed 0, unvalidated.
+
+    The run logs to TensorBoard under ``root``; the returned CLI holds the trained model and the Trainer.
+    """
+    args = [
+        *config,  # --config must come first, so that the options below override it
+        "--seed_everything", "0",
+        "--data.synthetic", str(images),
+        "--trainer.accelerator", accelerator,
+        "--trainer.devices", "1",
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(root),
+        "--timer.print_table", "false",
+    ]  # fmt: skip
+    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli
