@@ -55,18 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.images} synthetic images, {args.epochs} epochs, {args.accelerator}")
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as root:
-        for name, config in CONFIGS.items():
+        for name, options in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
             run_dir = Path(root) / name.replace(" ", "_").replace(",", "")
-            cli = fit_config(config + compile_off, args.images, args.epochs, run_dir, args.accelerator)
+            cli = fit_config(options + compile_off, args.images, args.epochs, run_dir, args.accelerator)
             results[name] = epoch_accuracies(Path(cli.trainer.logger.log_dir))
             print(f"{name:<18}" + "".join(f"{100 * acc:>8.1f}%" for acc in results[name]), flush=True)
     if "lab" in results:
         for name, accuracies in results.items():
             if name != "lab":
                 gap = 100 * (accuracies[-1] - results["lab"][-1])
-                print(f"{name} vs lab after {args.epochs} epochs: {gap:+.1f} points (parity: within 2)")
+                print(f"{name} vs lab after {args.epochs} epochs: {gap:+.1f} points (target: within 2)")
     return 0
 
 

@@ -12,14 +12,16 @@ FAST_CONFIG = Path(__file__).resolve().parents[1] / "src" / "cifarbench" / "conf
 
 
 def fit_config(
-    config: list[str], images: int, epochs: int, root: Path, accelerator: str = "gpu"
+    options: list[str], images: int, epochs: int, root: Path, accelerator: str = "gpu"
 ) -> CifarbenchCLI:
-    """Train ``config`` (CLI options) on ``images`` synthetic images for ``epochs``, from seed 0, unvalidated.
+    """Train the configuration that ``options`` (CLI options) describe, unvalidated, from seed 0.
+
+    It trains on ``images`` synthetic images for ``epochs``.
 
     The run logs to TensorBoard under ``root``; the returned CLI holds the trained model and the Trainer.
     """
     args = [
-        *config,  # --config must come first, so that the options below override it
+        *options,  # a --config among them must come first, so that the options below override it
         "--seed_everything", "0",
         "--data.synthetic", str(images),
         "--trainer.accelerator", accelerator,

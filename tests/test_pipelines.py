@@ -320,8 +320,8 @@ def test_fast_config_trains_on_the_cpu_and_warms_up_from_the_lab_lr(tmp_path):
 
 
 PARITY_EPOCHS = 10  # Adam fits the 256 images in this many epochs on 2 CPU cores (~1 min per fit)
-# Annealed to 5% of the lr by the last epoch, so that the weights and BatchNorm's running statistics settle:
-# without it, single fits of either config ended anywhere between 88% and 100% (seeds 0-2).
+# The lr falls linearly toward 5% (14.5% in the last epoch), so that the weights and BatchNorm's running
+# statistics settle: without it, single fits of either config ended anywhere between 88% and 100% (seeds 0-2).
 ANNEAL = [
     "--lr_scheduler", "LinearLR",
     "--lr_scheduler.start_factor", "1.0",
@@ -348,7 +348,7 @@ def training_set_accuracy(model: ResNet18Classifier, images_hwc: np.ndarray, lab
 
 
 @pytest.mark.slow
-def test_fast_config_trains_as_accurately_as_the_lab_config(tmp_path):
+def test_fast_step_settings_fit_the_training_set_as_well_as_the_lab_config(tmp_path):
     """The fast config's step (gpu pipeline, bf16-mixed, channels_last) against the lab's (torchvision, fp32).
 
     Both fits share the seed, the 256 synthetic images, the epochs, the batch size and the optimizer (Adam,
@@ -358,6 +358,9 @@ def test_fast_config_trains_as_accurately_as_the_lab_config(tmp_path):
     images in 10 epochs, where a 2-point comparison is not seed noise: unfinished fits of this size differ by
     5-10 points between seeds. Training accuracy is measured on the unaugmented training images, normalised
     the lab's way, so a pipeline that normalised differently would show here too.
+
+    Both fits saturate (100.0% for seeds 0, 1 and 2), so this catches settings that stop or slow learning (a
+    wrong label, normalisation or augmentation, a bf16 step that diverges), not a loss of a few points.
     """
     lab = trained(tmp_path / "lab", "--data.pipeline", "torchvision")
     fast = trained(tmp_path / "fast", "--model.compile", "null", config=FAST_CONFIG)
@@ -370,5 +373,5 @@ def test_fast_config_trains_as_accurately_as_the_lab_config(tmp_path):
     lab_accuracy, fast_accuracy = (
         training_set_accuracy(cli.model, train_set.images, train_set.labels) for cli in (lab, fast)
     )
-    assert lab_accuracy > 0.9  # it learned: chance is 0.1
+    assert lab_accuracy >= 0.98  # the lab fit saturates (chance is 0.1), which makes 2 points meaningful
     assert abs(fast_accuracy - lab_accuracy) <= 0.02, f"fast {fast_accuracy:.3f} vs lab {lab_accuracy:.3f}"

@@ -349,3 +349,5 @@ def test_augmentation_is_data_loading_in_every_pipeline(tmp_path, monkeypatch, p
     assert epoch.steps == STEPS and augmentation.total > STEPS * DATA_DELAY * 0.99  # every batch slept
     assert_within(epoch.data_loading_s, augmentation.total)
     assert_within(epoch.training_s, module.step_delay.total)
+    if pipeline == "gpu":  # augmented after the copy, within Strategy.batch_to_device: part of transfer too
+        assert_within(epoch.transfer_s, augmentation.total)

@@ -4,7 +4,8 @@ Definitions (README, "Timing definitions"):
 
 - data_loading: time between the end of one training step and the start of the next (from the epoch start
   for the first step): waiting for the batch, its host-to-device copy, and Lightning's between-step work.
-  The copy alone is also reported as ``transfer_s``.
+  The time in ``Strategy.batch_to_device`` (the copy, and any ``on_after_batch_transfer`` work such as the
+  gpu pipeline's augmentation) is also reported alone as ``transfer_s``.
 - training: from ``on_train_batch_start`` (batch on the device) to ``on_train_batch_end`` (after the
   optimizer step).
 - epoch: wall time from train-epoch start to train-epoch end, with validation (and what runs with it, such as
