@@ -20,9 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from fits import FAST_CONFIG, fit_config
+from cifarbench.lab.runs import ACC_TAG, read_scalars
+from fits import FAST_CONFIG, fit_config, positive_int
 
 CONFIGS: dict[str, list[str]] = {
     "lab": ["--data.num_workers", "0"],
@@ -31,20 +30,13 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
-def epoch_accuracies(log_dir: Path) -> list[float]:
-    """``train/acc_epoch`` of every epoch, read back from the run's TensorBoard events."""
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    return [event.value for event in events.Scalars("train/acc_epoch")]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=4096, help="synthetic training images (default 4096)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per config (default 4)")
-    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (default cpu)")
+    parser.add_argument("--images", type=positive_int, default=4096, help="synthetic images (default 4096)")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="epochs per config (default 4)")
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="default cpu")
     parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configs")
     return parser.parse_args(argv)
 
@@ -60,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_dir = Path(root) / name.replace(" ", "_").replace(",", "")
             cli = fit_config(options + compile_off, args.images, args.epochs, run_dir, args.accelerator)
-            results[name] = epoch_accuracies(Path(cli.trainer.logger.log_dir))
+            results[name] = read_scalars(Path(cli.trainer.logger.log_dir))[ACC_TAG]
             print(f"{name:<18}" + "".join(f"{100 * acc:>8.1f}%" for acc in results[name]), flush=True)
     if "lab" in results:
         for name, accuracies in results.items():

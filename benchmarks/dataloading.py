@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 
 from cifarbench.data import CIFAR10DataModule
+from fits import positive_int
 
 WARMUP_BATCHES = 3
 
@@ -112,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=50_000, help="synthetic training images")
-    parser.add_argument("--batch-size", type=int, default=128, help="the lab's 128 by default")
+    parser.add_argument("--images", type=positive_int, default=50_000, help="synthetic training images")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="the lab's 128 by default")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="workers of the second torchvision run"
     )

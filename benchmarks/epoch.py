@@ -31,7 +31,7 @@ from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.flops import training_flops_per_sample
 from cifarbench.callbacks.timing import EpochTiming
 from cifarbench.model import ResNet18Classifier
-from fits import FAST_CONFIG, fit_config
+from fits import FAST_CONFIG, fit_config, positive_float, positive_int
 
 CONFIGS: dict[str, list[str]] = {
     "lab": ["--data.pipeline", "torchvision", "--data.num_workers", "4", "--data.batch_size", "128"],
@@ -43,23 +43,17 @@ CONFIGS: dict[str, list[str]] = {
 @dataclass(frozen=True)
 class Row:
     name: str
-    timing: EpochTiming
+    timing: EpochTiming  # its mfu uses --peak-tflops and the FLOP count measured once in main()
     train_acc: float  # the last epoch's, over its augmented batches
-    flops_per_image: float
-    peak_flops: float
-
-    @property
-    def mfu(self) -> float:
-        return self.flops_per_image * self.timing.samples_per_s / self.peak_flops
 
 
-def fit_one(name: str, extra: list[str], args: argparse.Namespace, root: Path) -> tuple[EpochTiming, float]:
-    cli = fit_config(extra, args.images, args.epochs, root / name.replace(" ", "_"))
+def fit_one(name: str, options: list[str], args: argparse.Namespace, root: Path) -> Row:
+    cli = fit_config(options, args.images, args.epochs, root / name.replace(" ", "_"))
     timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, EpochTimer))
-    return timer.history[-1], float(cli.trainer.callback_metrics["train/acc_epoch"])
+    return Row(name, timer.history[-1], float(cli.trainer.callback_metrics["train/acc_epoch"]))
 
 
-def print_rows(rows: list[Row]) -> None:
+def print_rows(rows: list[Row], flops_per_image: float, peak_flops: float) -> None:
     baseline = rows[0].timing.epoch_s
     print(
         f"\n{'config':<22}{'s/epoch':>9}{'images/s':>11}{'data %':>8}{'transfer s':>12}{'MFU':>7}"
@@ -70,11 +64,11 @@ def print_rows(rows: list[Row]) -> None:
         data_share = 100 * timing.data_loading_s / timing.epoch_s
         print(
             f"{row.name:<22}{timing.epoch_s:>9.2f}{timing.samples_per_s:>11,.0f}{data_share:>7.1f}%"
-            f"{timing.transfer_s:>12.3f}{100 * row.mfu:>6.1f}%{baseline / timing.epoch_s:>9.1f}x"
+            f"{timing.transfer_s:>12.3f}{100 * (timing.mfu or 0.0):>6.1f}%{baseline / timing.epoch_s:>9.1f}x"
             f"{100 * row.train_acc:>10.1f}%"
         )
-    floor_s = rows[0].flops_per_image * rows[0].timing.samples / rows[0].peak_flops
-    gflops = rows[0].flops_per_image / 1e9
+    floor_s = flops_per_image * rows[0].timing.samples / peak_flops
+    gflops = flops_per_image / 1e9
     print(f"\ncompute floor at the given peak: {floor_s:.2f} s/epoch ({gflops:.2f} GFLOP per training image)")
 
 
@@ -82,10 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=50_000, help="synthetic training images per epoch")
-    parser.add_argument("--epochs", type=int, default=2, help="the last one is reported (default 2)")
+    parser.add_argument("--images", type=positive_int, default=50_000, help="synthetic training images")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="the last one is reported (default 2)")
     parser.add_argument(
-        "--peak-tflops", type=float, default=790.0, help="the device's dense bf16 peak, for MFU (default 790)"
+        "--peak-tflops", type=positive_float, default=790.0, help="the device's dense bf16 peak (default 790)"
     )
     parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these configs")
     return parser.parse_args(argv)
@@ -96,16 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("benchmarks/epoch.py needs a CUDA GPU; none is available here, so there is nothing to measure.")
         return 0
-    flops = training_flops_per_sample(ResNet18Classifier())  # the same count EpochTimer's MFU uses
+    # Counted once here and handed to every fit's EpochTimer, which would otherwise count it per fit and use
+    # Lightning's peak for the device instead of --peak-tflops.
+    flops, peak = training_flops_per_sample(ResNet18Classifier()), args.peak_tflops * 1e12
+    timer_options = ["--timer.flops_per_sample", str(flops), "--timer.peak_flops", str(peak)]
     print(f"{torch.cuda.get_device_name()}, {args.images} synthetic images, last of {args.epochs} epochs")
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        for name, extra in CONFIGS.items():
+        for name, options in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
-            timing, train_acc = fit_one(name, extra, args, Path(root))
-            rows.append(Row(name, timing, train_acc, flops, args.peak_tflops * 1e12))
-    print_rows(rows)
+            rows.append(fit_one(name, options + timer_options, args, Path(root)))
+    print_rows(rows, flops, peak)
     return 0
 
 

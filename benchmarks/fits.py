@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from cifarbench.cli import CifarbenchCLI
@@ -35,6 +36,21 @@ def fit_config(
         "--trainer.default_root_dir", str(root),
         "--timer.print_table", "false",
     ]  # fmt: skip
-    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, args=args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli
+    # The `fit` subcommand, as `python -m cifarbench fit` runs it: with the CLI's checks and Ctrl-C handling.
+    return CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, args=["fit", *args])
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1, refused with the value and what it must be."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0, refused with the value and what it must be."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not > 0")
+    return value

@@ -58,9 +58,22 @@ def test_reads_python2_cpickle_globals(tmp_path):
 
 def test_verified_files_pass_with_matching_checksums(cifar_files, monkeypatch):
     use_checksums_of(cifar_files.folder, monkeypatch)
-    assert cifar10_files.has_verified_files(cifar_files.data_dir)
+    assert cifar10_files.has_all_files(cifar_files.data_dir)
     images, _ = cifar10_files.read_split(cifar_files.data_dir, train=True, verify_integrity=True)
     assert len(images) == 5 * IMAGES_PER_FILE
+
+
+def test_download_fetches_only_missing_files_and_never_overwrites_the_users(cifar_files, monkeypatch):
+    downloads = []
+    monkeypatch.setattr(cifar10_files, "download", downloads.append)
+    before = (cifar_files.folder / "data_batch_1").read_bytes()
+    # Not the official files (their checksums differ), read on purpose with verification off.
+    data = CIFAR10DataModule(data_dir=str(cifar_files.data_dir), download=True, verify_integrity=False)
+    data.prepare_data()
+    assert downloads == [] and (cifar_files.folder / "data_batch_1").read_bytes() == before
+    (cifar_files.folder / "test_batch").unlink()
+    data.prepare_data()
+    assert downloads == [str(cifar_files.data_dir)]
 
 
 def test_checksum_mismatch_names_the_file_and_both_fixes(cifar_files):

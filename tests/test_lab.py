@@ -126,12 +126,33 @@ def test_c8_reports_why_a_compile_mode_could_not_run(tmp_path, monkeypatch):
     assert rows[1]["note"] == "RuntimeError: inductor needs a C++ compiler"
 
 
+def test_c8_stops_when_eager_fails_rather_than_reporting_every_mode_failed(tmp_path, monkeypatch):
+    def bad_options_fit(ctx, part, run, extra):
+        raise SystemExit(2)  # what the CLI does on an unknown or invalid fit option
+
+    monkeypatch.setattr(c8, "run_fit", bad_options_fit)
+    with pytest.raises(SystemExit):
+        c8.run(LabContext(out_dir=tmp_path), modes=["default"])
+
+
+def test_unwritable_out_folder_is_rejected_before_any_run(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("a file where the results would go")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lab", "c2", "--out", str(not_a_folder / "results"), *TINY_FIT])
+    assert exit_info.value.code == 2
+    output = capsys.readouterr()
+    assert str(not_a_folder / "results") in output.err and "--out" in output.err
+    assert "[lab c2] run" not in output.out  # no fit started
+
+
 def test_lab_options_are_split_from_fit_overrides_in_order():
     options = parse_lab_args(
         ["c3", "--trainer.max_epochs", "3", "--workers", "0,2", "--out=x", "--quick", "--data.synthetic=64"]
     )
     assert options.workers == [0, 2] and options.out == Path("x") and options.quick
     assert options.fit_overrides == ["--trainer.max_epochs", "3", "--data.synthetic=64"]
+    assert parse_lab_args(["c4", "--best", "0"]).best == 0  # c3 can find 0 workers best
 
 
 @pytest.mark.parametrize(
@@ -140,6 +161,8 @@ def test_lab_options_are_split_from_fit_overrides_in_order():
         (["lab", "c9"], "'c9'"),
         (["lab", "c3", "--workers", "0,four"], "--workers '0,four'"),
         (["lab", "c8", "--modes", "fastest"], "--modes 'fastest'"),
+        (["lab", "c4", "--best", "-1"], "--best '-1' must be a whole number >= 0"),
+        (["lab", "c3", "--patience", "0"], "--patience '0' must be a whole number >= 1"),
     ],
 )
 def test_bad_lab_arguments_name_the_value(argv, message, capsys):

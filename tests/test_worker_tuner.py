@@ -20,6 +20,7 @@ from cifarbench.callbacks.worker_tuner import (
     time_loader,
 )
 from cifarbench.cli import main
+from cifarbench.data import CIFAR10DataModule
 
 from helpers import SleepyModule, loader
 
@@ -88,6 +89,14 @@ def test_time_loader_measures_the_injected_loading_delay_per_batch():
     assert per_batch * 0.95 <= seconds < per_batch * 3 + 0.05
 
 
+def test_time_loader_keeps_one_batch_to_time_and_names_the_fix_for_none():
+    per_batch = 0.03
+    seconds = time_loader(loader(per_batch, steps=1), num_batches=3, skip_batches=1)  # nothing left to skip
+    assert per_batch * 0.95 <= seconds < per_batch * 3 + 0.05
+    with pytest.raises(ValueError, match=r"no batch to time.*skip_batches=0"):
+        time_loader(iter([]), num_batches=3, skip_batches=0)
+
+
 class CountingDataModule(L.LightningDataModule):
     def __init__(self) -> None:
         super().__init__()
@@ -152,6 +161,13 @@ def test_worker_tuner_imports_only_torch_lightning_and_the_stdlib():
 
 
 @pytest.mark.slow
+def test_num_workers_auto_is_0_without_a_sweep_for_the_gpu_pipeline():
+    """Its training loader always runs in the main process, so a sweep would time one loader many times."""
+    data = CIFAR10DataModule(synthetic=16, pipeline="gpu", num_workers="auto")
+    data.setup("fit")
+    assert data.num_workers == 0
+
+
 def test_fit_with_num_workers_auto_tunes_then_trains(tmp_path, caplog):
     caplog.set_level("INFO")
     main(

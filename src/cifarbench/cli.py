@@ -50,7 +50,7 @@ class CifarbenchCLI(LightningCLI):
             raise ConfigError(str(error)) from error
 
     def before_fit(self) -> None:
-        _check_writable(self.trainer.default_root_dir)
+        check_writable(self.trainer.default_root_dir, option="--trainer.default_root_dir")
         self.trainer.callbacks.append(StopOnInterrupt())
 
     def fit(self, model: L.LightningModule, **kwargs: Any) -> None:
@@ -64,15 +64,16 @@ class CifarbenchCLI(LightningCLI):
         self.trainer.fit(model, **kwargs)
 
 
-def _check_writable(folder: str) -> None:
+def check_writable(folder: str | os.PathLike[str], option: str) -> None:
+    """Make ``folder`` if needed and prove it writable, or raise a ConfigError that names ``option``."""
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
         raise ConfigError(
-            f"Cannot write logs and checkpoints to {os.path.abspath(folder)} ({error.strerror or error}). "
-            f"Pass a writable folder with --trainer.default_root_dir."
+            f"Cannot write to {os.path.abspath(folder)} ({error.strerror or error}). "
+            f"Pass a writable folder with {option}."
         ) from None
 
 

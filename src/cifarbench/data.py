@@ -13,7 +13,7 @@ Validation and test batches are normalised only, for every pipeline.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import lightning as L
 import numpy as np
@@ -139,9 +139,14 @@ class AugmentedTensorDataset(NormalizedTensorDataset):
 
 
 class IndexDataset(Dataset):
-    """``gpu`` pipeline, training: batches of indices and labels; the images stay on the device."""
+    """``gpu`` pipeline, training: batches of indices and labels; the images stay on the device.
 
-    def __init__(self, labels: torch.Tensor) -> None:
+    ``padded`` is the zero-padded uint8 split that the DataModule copies to the device once per fit; the
+    loader never reads it.
+    """
+
+    def __init__(self, padded: torch.Tensor, labels: torch.Tensor) -> None:
+        self.padded = padded
         self.labels = labels
 
     def __len__(self) -> int:
@@ -252,13 +257,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.seed = seed
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        # gpu pipeline: the padded uint8 training set on the CPU, and its one copy on the training device.
-        self._train_padded: torch.Tensor | None = None
+        # gpu pipeline: the one copy of the padded uint8 training set on the training device.
         self._device_set: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # set, scale, shift
 
     def prepare_data(self) -> None:
-        # Runs on one process per node, before setup: the only place that writes to data_dir.
-        if self.synthetic is None and self.download and not cifar10_files.has_verified_files(self.data_dir):
+        # Runs on one process per node, before setup: the only place that writes to data_dir. Only missing
+        # files trigger a download: extracting the archive over files that fail their checksum would replace
+        # data the user may have put there on purpose (--data.verify_integrity false).
+        if self.synthetic is None and self.download and not cifar10_files.has_all_files(self.data_dir):
             cifar10_files.download(self.data_dir)
 
     def setup(self, stage: str) -> None:
@@ -272,6 +278,11 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _attach_worker_tuner(self) -> None:
         # `--data.num_workers auto` needs no second option: setup() runs before the callbacks' on_fit_start,
         # where the tuner sets self.num_workers, and before any dataloader is built.
+        if self.pipeline == "gpu":
+            # Its training loader always runs in the main process: there is nothing for the tuner to time.
+            rank_zero_info("--data.pipeline gpu loads in the main process: --data.num_workers auto is 0.")
+            self.num_workers = 0
+            return
         trainer = self.trainer
         if trainer is None:
             return
@@ -295,8 +306,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         label_tensor = torch.from_numpy(labels).to(torch.int64)
         if self.pipeline == "tensor":
             return AugmentedTensorDataset(images_to_tensor(images), label_tensor, CIFAR10_MEAN, CIFAR10_STD)
-        self._train_padded = pad_and_mirror(images_to_tensor(images))
-        return IndexDataset(label_tensor)
+        return IndexDataset(pad_and_mirror(images_to_tensor(images)), label_tensor)
 
     def _eval_dataset(self, images: np.ndarray, labels: np.ndarray) -> Dataset:
         if self.pipeline == "torchvision":
@@ -377,18 +387,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _training_set_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The padded uint8 training set on ``device``, copied there once per fit (the airbench approach)."""
         if self._device_set is None or self._device_set[0].device != device:
-            padded = self._require_tensor(self._train_padded)
+            padded = cast(IndexDataset, self._require(self.train_set, "train")).padded
             scale, shift = normalization_affine(CIFAR10_MEAN, CIFAR10_STD, device)
             self._device_set = (padded.to(device), scale, shift)
         return self._device_set
-
-    @staticmethod
-    def _require_tensor(padded: torch.Tensor | None) -> torch.Tensor:
-        if padded is None:
-            raise RuntimeError(
-                "CIFAR10DataModule(pipeline='gpu'): the train split is not loaded; call setup('fit') first"
-            )
-        return padded
 
     def _pin_memory(self) -> bool:
         if self.pin_memory is not None:

@@ -39,7 +39,7 @@ class HostClock:
         return end - start
 
 
-class CudaSyncClock:
+class CudaSyncClock(HostClock):
     """The lab's method: ``torch.cuda.synchronize()`` before every ``perf_counter`` mark.
 
     Exact on the host's timeline, but each mark stalls the CPU until the GPU drains, which slows the run.
@@ -51,14 +51,7 @@ class CudaSyncClock:
         self.device = device
 
     def mark(self) -> float:
-        torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def settle(self) -> None:
-        pass
-
-    def seconds(self, start: float, end: float) -> float:
-        return end - start
+        return wall_time(self.device)
 
 
 class CudaEventClock:

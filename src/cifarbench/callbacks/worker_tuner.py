@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,14 +79,17 @@ def time_loader(loader: Iterable[Any], num_batches: int, skip_batches: int = 1) 
     """Seconds to draw ``num_batches`` batches after skipping ``skip_batches``, per batch.
 
     The skipped batches absorb worker start-up, so the number is steady-state loading, which is what a
-    multi-epoch run (or ``persistent_workers``) sees. A loader shorter than asked is timed over what it has.
+    multi-epoch run (or ``persistent_workers``) sees. A loader shorter than asked is timed over what it has,
+    skipping fewer batches if it must keep one to time.
     """
+    if isinstance(loader, Sized):
+        skip_batches = max(0, min(skip_batches, len(loader) - 1))
     iterator = iter(loader)
+    start, drawn = time.perf_counter(), 0
     try:
         for _ in range(skip_batches):
             next(iterator)
         start = time.perf_counter()
-        drawn = 0
         for _ in range(num_batches):
             next(iterator)
             drawn += 1
@@ -99,7 +102,7 @@ def time_loader(loader: Iterable[Any], num_batches: int, skip_batches: int = 1) 
             shutdown()
     if drawn == 0:
         raise ValueError(
-            f"time_loader: the loader has no batch left after skipping {skip_batches}; use a longer "
+            f"time_loader: the loader gave no batch to time after skipping {skip_batches}; use a longer "
             f"loader or WorkerTuner(skip_batches=0)"
         )
     return (time.perf_counter() - start) / drawn

@@ -66,13 +66,13 @@ def _int_list(option: str, text: str) -> list[int]:
     return values
 
 
-def _positive_int(option: str, text: str) -> int:
+def _whole_number(option: str, text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 1:
-        raise ConfigError(f"{option} {text!r} must be a whole number >= 1")
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{option} {text!r} must be a whole number >= {minimum}")
     return value
 
 
@@ -126,9 +126,9 @@ def _set_option(options: LabOptions, name: str, value: str) -> None:
     elif name == "--workers":
         options.workers = _int_list(name, value)
     elif name == "--patience":
-        options.patience = _positive_int(name, value)
+        options.patience = _whole_number(name, value, minimum=1)
     elif name == "--best":
-        options.best = _positive_int(name, value)
+        options.best = _whole_number(name, value, minimum=0)  # c3 may find 0 workers best
     elif name == "--modes":
         from cifarbench.model import COMPILE_MODES
 
@@ -180,8 +180,11 @@ def run_part(part: str, options: LabOptions, ctx: LabContext) -> PartResult:
 
 def lab_main(argv: list[str]) -> None:
     """Entry of ``python -m cifarbench lab ...`` (called from cifarbench.cli.main)."""
+    from cifarbench.cli import check_writable  # cifarbench.cli imports this module when `lab` is asked for
+
     options = parse_lab_args(argv)
     out_dir = options.out or default_out_dir(options.fit_overrides)
+    check_writable(out_dir, option="--out")  # before any run, not when the first part writes its table
     ctx = LabContext(
         out_dir=out_dir,
         overrides=options.fit_overrides,

@@ -30,14 +30,17 @@ def run(ctx: LabContext, modes: Sequence[str] | None = None) -> PartResult:
     rows: list[dict[str, object]] = []
     runs: list[RunResult] = []
     for mode in ["eager", *chosen]:
-        overrides = [] if mode == "eager" else ["--model.compile", mode]
-        try:
-            result = run_fit(ctx, PART, mode.replace("-", "_"), overrides)
-        except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure to compile is a result here
-            reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-            print(f"[lab c8] {mode} could not run: {reason}", flush=True)
-            rows.append({"mode": mode, "status": "failed", "note": reason})
-            continue
+        if mode == "eager":
+            # Not guarded: if eager fails, the fit options are wrong, and that should stop the part.
+            result = run_fit(ctx, PART, mode, [])
+        else:
+            try:
+                result = run_fit(ctx, PART, mode.replace("-", "_"), ["--model.compile", mode])
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure to compile is a result here
+                reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                print(f"[lab c8] {mode} could not run: {reason}", flush=True)
+                rows.append({"mode": mode, "status": "failed", "note": reason})
+                continue
         runs.append(result)
         rows.append(
             {
