@@ -310,29 +310,35 @@ class TinyImageClassifier(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def slow_augmentation(monkeypatch, pipeline: str, per_batch: float) -> Delay:
+class SlowAugmentation:
+    """Wraps an augmentation with a sleep, and adds up the wall time of every call, sleep and real work.
+
+    The total is the truth to compare with: the real work (PIL crops and flips, per image, in the
+    torchvision pipeline) is data loading too, and on a loaded 2-core machine it is not negligible.
+    """
+
+    def __init__(self, augment, delay: float) -> None:
+        self.augment, self.delay, self.total = augment, Delay(delay), 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        self.delay()
+        augmented = self.augment(*args, **kwargs)
+        self.total += time.perf_counter() - start
+        return augmented
+
+
+def slow_augmentation(monkeypatch, pipeline: str, per_batch: float) -> SlowAugmentation:
     """Make each training batch's augmentation sleep ``per_batch`` seconds, wherever the pipeline runs it."""
     import cifarbench.data
 
     if pipeline == "torchvision":  # per image, in the dataset (main process: num_workers=0)
-        delay = Delay(per_batch / BATCH)
-        lab_transform = cifarbench.data.train_transform()
-
-        def sleepy_transform(image):
-            delay()
-            return lab_transform(image)
-
-        monkeypatch.setattr(cifarbench.data, "train_transform", lambda: sleepy_transform)
+        augmentation = SlowAugmentation(cifarbench.data.train_transform(), per_batch / BATCH)
+        monkeypatch.setattr(cifarbench.data, "train_transform", lambda: augmentation)
     else:  # per batch: in the dataset (tensor), or in on_after_batch_transfer on the device (gpu)
-        delay = Delay(per_batch)
-        crop_flip = cifarbench.data.random_crop_flip
-
-        def sleepy_crop_flip(*args, **kwargs):
-            delay()
-            return crop_flip(*args, **kwargs)
-
-        monkeypatch.setattr(cifarbench.data, "random_crop_flip", sleepy_crop_flip)
-    return delay
+        augmentation = SlowAugmentation(cifarbench.data.random_crop_flip, per_batch)
+        monkeypatch.setattr(cifarbench.data, "random_crop_flip", augmentation)
+    return augmentation
 
 
 @pytest.mark.parametrize("pipeline", ["torchvision", "tensor", "gpu"])
@@ -346,7 +352,7 @@ def test_augmentation_is_data_loading_in_every_pipeline(tmp_path, monkeypatch, p
     timer = EpochTimer(print_table=False)
     trainer(tmp_path, timer, limit_val_batches=0).fit(module, data)
     (epoch,) = timer.history
-    assert epoch.steps == STEPS and augmentation.total > STEPS * DATA_DELAY * 0.99  # every batch slept
+    assert epoch.steps == STEPS and augmentation.delay.total > STEPS * DATA_DELAY * 0.99  # every batch slept
     assert_within(epoch.data_loading_s, augmentation.total)
     assert_within(epoch.training_s, module.step_delay.total)
     if pipeline == "gpu":  # augmented after the copy, within Strategy.batch_to_device: part of transfer too
