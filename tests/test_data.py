@@ -173,6 +173,16 @@ def test_synthetic_data_is_seeded_balanced_and_class_dependent():
     assert across > 10 * within
 
 
+def test_synthetic_images_do_not_depend_on_the_chunk_they_are_drawn_in(monkeypatch):
+    """The noise is drawn a chunk at a time to bound memory; the images must be those of one draw."""
+    import cifarbench.synthetic
+
+    whole, whole_labels = make_synthetic(23, seed=5)
+    monkeypatch.setattr(cifarbench.synthetic, "_CHUNK_IMAGES", 4)  # 5 full chunks and a partial one
+    chunked, chunked_labels = make_synthetic(23, seed=5)
+    assert np.array_equal(chunked, whole) and np.array_equal(chunked_labels, whole_labels)
+
+
 def test_synthetic_flows_through_the_lab_transforms_and_loader(cifar_files):
     datamodule = CIFAR10DataModule(synthetic=64, batch_size=16, num_workers=0)
     datamodule.setup("fit")

@@ -10,6 +10,9 @@ import numpy as np
 # learn them, while per-pixel noise keeps the task from being trivial for one step.
 _PROTOTYPE_SEED = 1234
 _NOISE_STD = 40.0
+# Noise is drawn in float64 a chunk at a time: one draw for 50,000 images would need ~1.2 GB at once. A
+# Generator's stream does not depend on how it is split, so chunking gives the same images.
+_CHUNK_IMAGES = 4096
 
 
 def _class_prototypes(num_classes: int) -> np.ndarray:
@@ -37,6 +40,9 @@ def make_synthetic(num_images: int, seed: int = 0, num_classes: int = 10) -> tup
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_images) % num_classes).astype(np.int64)
     prototypes = _class_prototypes(num_classes)
-    noise = rng.normal(0.0, _NOISE_STD, size=(num_images, 32, 32, 3)).astype(np.float32)
-    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    images = np.empty((num_images, 32, 32, 3), dtype=np.uint8)
+    for start in range(0, num_images, _CHUNK_IMAGES):
+        chunk = labels[start : start + _CHUNK_IMAGES]
+        noise = rng.normal(0.0, _NOISE_STD, size=(len(chunk), 32, 32, 3)).astype(np.float32)
+        images[start : start + len(chunk)] = np.clip(prototypes[chunk] + noise, 0, 255)
     return images, labels
