@@ -337,15 +337,7 @@ class CIFAR10DataModule(L.LightningDataModule):
                 f"--data.pipeline gpu loads index batches in the main process; --data.num_workers "
                 f"{self.num_workers} applies to validation and test only."
             )
-        return DataLoader(
-            train_set,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            collate_fn=keep_batch,
-            num_workers=num_workers,
-            pin_memory=self._pin_memory(),
-            persistent_workers=self.persistent_workers and num_workers > 0,
-        )
+        return self._loader(train_set, sampler=sampler, num_workers=num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._require(self.test_set, "test"), shuffle=False)
@@ -359,18 +351,26 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise RuntimeError(f"CIFAR10DataModule: the {split} split is not loaded; call setup() first")
         return dataset
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset,
+        shuffle: bool = False,
+        sampler: Sampler[int] | None = None,
+        num_workers: int | None = None,
+    ) -> DataLoader:
+        workers = self._workers() if num_workers is None else num_workers
         # The tensor datasets build whole batches in __getitems__; the default collate would re-stack them.
         collate_fn = None if self.pipeline == "torchvision" else keep_batch
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self._workers(),
+            sampler=sampler,
+            num_workers=workers,
             collate_fn=collate_fn,
             pin_memory=self._pin_memory(),
             # WorkerTuner may try 0 workers even when persistent_workers is set; DataLoader rejects that pair.
-            persistent_workers=self.persistent_workers and self._workers() > 0,
+            persistent_workers=self.persistent_workers and workers > 0,
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

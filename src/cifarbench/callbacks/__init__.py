@@ -1,4 +1,8 @@
-"""Reusable Lightning callbacks: they import only torch, lightning and the stdlib (rich, optionally)."""
+"""Reusable Lightning callbacks.
+
+They import only torch, lightning (with typing_extensions, which lightning requires), the stdlib, and rich
+when it is installed, so they can be copied into any Lightning project.
+"""
 
 from cifarbench.callbacks.timing import EpochTimer, EpochTiming
 from cifarbench.callbacks.worker_tuner import WorkerTuner

@@ -3,7 +3,6 @@
 The sweep rule (:func:`sweep_until_no_improvement`) is a pure function of a cost callable, so the lab's
 worker sweep (``lab c3``) and this callback share it, and tests drive it with injected costs instead of
 wall-clock luck.
-Imports only torch, lightning and the stdlib, like every module in ``cifarbench.callbacks``.
 """
 
 from __future__ import annotations
@@ -17,13 +16,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
-
-try:
-    from typing import override
-except ImportError:  # Python < 3.12; typing_extensions would be a dependency beyond torch and lightning
-
-    def override(method: Callable[..., Any]) -> Callable[..., Any]:
-        return method
+from typing_extensions import override
 
 
 @dataclass
