@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # A short profiling fit on CPU with explicit synthetic data (CIFAR-10 itself is not needed).
 demo: setup
-	$(BIN)/python -m cifarbench fit --config src/cifarbench/configs/demo.yaml
+	$(BIN)/python -m cifarbench fit --config demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -4,7 +4,7 @@
 
 Configurations (each through the one fit path, on the same synthetic images, training only):
 - lab: the CLI's defaults (torchvision pipeline, fp32, SGD lr 0.1, batch 128), 0 workers;
-- fast: --config src/cifarbench/configs/fast.yaml (batch 512, lr 0.4 after a 2-epoch warm-up);
+- fast: --config fast (batch 512, lr 0.4 after a 2-epoch warm-up);
 - fast, no warm-up: the same with --lr_scheduler null.
 On a CPU, torch.compile is left out of the fast configs (minutes to compile; it does not change the maths).
 
@@ -20,13 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cifarbench.lab.runs import ACC_TAG, read_scalars
-from fits import FAST_CONFIG, fit_config, positive_int
+from cifarbench.benchmarking import positive_int, training_only_fit
+from cifarbench.run_folder import ACC_TAG, read_scalars
 
 CONFIGS: dict[str, list[str]] = {
     "lab": ["--data.num_workers", "0"],
-    "fast": ["--config", str(FAST_CONFIG)],
-    "fast, no warm-up": ["--config", str(FAST_CONFIG), "--lr_scheduler", "null"],
+    "fast": ["--config", "fast"],
+    "fast, no warm-up": ["--config", "fast", "--lr_scheduler", "null"],
 }
 
 
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and name not in args.only:
                 continue
             run_dir = Path(root) / name.replace(" ", "_").replace(",", "")
-            cli = fit_config(options + compile_off, args.images, args.epochs, run_dir, args.accelerator)
-            results[name] = read_scalars(Path(cli.trainer.logger.log_dir))[ACC_TAG]
+            trainer = training_only_fit(
+                options + compile_off, args.images, args.epochs, run_dir, args.accelerator
+            )
+            results[name] = [value for _, value in read_scalars(Path(trainer.logger.log_dir))[ACC_TAG]]
             print(f"{name:<18}" + "".join(f"{100 * acc:>8.1f}%" for acc in results[name]), flush=True)
     if "lab" in results:
         for name, accuracies in results.items():

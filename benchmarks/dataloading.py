@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 
+from cifarbench.benchmarking import positive_int
 from cifarbench.data import CIFAR10DataModule
-from fits import positive_int
 
 WARMUP_BATCHES = 3
 

@@ -5,7 +5,7 @@
 Configurations, each run through the one fit path (cifarbench's LightningCLI), training only:
 - lab: torchvision pipeline, fp32, batch 128, 4 workers (the lab's recipe);
 - lab + gpu pipeline: the same with --data.pipeline gpu;
-- fast: --config src/cifarbench/configs/fast.yaml (gpu pipeline, bf16-mixed, channels_last, compile,
+- fast: --config fast (gpu pipeline, bf16-mixed, channels_last, compile,
   batch 512).
 
 The last epoch is reported: the first one carries worker start-up, cuDNN autotuning and torch.compile.
@@ -27,16 +27,16 @@ from pathlib import Path
 
 import torch
 
+from cifarbench.benchmarking import positive_float, positive_int, training_only_fit
 from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.flops import training_flops_per_sample
 from cifarbench.callbacks.timing import EpochTiming
 from cifarbench.model import ResNet18Classifier
-from fits import FAST_CONFIG, fit_config, positive_float, positive_int
 
 CONFIGS: dict[str, list[str]] = {
     "lab": ["--data.pipeline", "torchvision", "--data.num_workers", "4", "--data.batch_size", "128"],
     "lab + gpu pipeline": ["--data.pipeline", "gpu", "--data.num_workers", "4", "--data.batch_size", "128"],
-    "fast": ["--config", str(FAST_CONFIG)],
+    "fast": ["--config", "fast"],
 }
 
 
@@ -48,9 +48,9 @@ class Row:
 
 
 def fit_one(name: str, options: list[str], args: argparse.Namespace, root: Path) -> Row:
-    cli = fit_config(options, args.images, args.epochs, root / name.replace(" ", "_"))
-    timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, EpochTimer))
-    return Row(name, timer.history[-1], float(cli.trainer.callback_metrics["train/acc_epoch"]))
+    trainer = training_only_fit(options, args.images, args.epochs, root / name.replace(" ", "_"))
+    timer = next(callback for callback in trainer.callbacks if isinstance(callback, EpochTimer))
+    return Row(name, timer.history[-1], float(trainer.callback_metrics["train/acc_epoch"]))
 
 
 def print_rows(rows: list[Row], flops_per_image: float, peak_flops: float) -> None:

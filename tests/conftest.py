@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarbench import cifar10_files
+from cifarbench.data import cifar10_files
 
 from helpers import IMAGES_PER_FILE, write_batch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from cifarbench.commands.fit import run_fit
+from cifarbench.run_folder import read_scalars
 
 IMAGES_PER_FILE = 6
 BATCH = 4  # samples per batch of the sleepy loaders
@@ -30,11 +33,14 @@ def write_batch(path: Path, images_hwc: np.ndarray, labels: np.ndarray) -> None:
     path.write_bytes(pickle.dumps(batch, protocol=2))
 
 
-def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    (event_file,) = log_dir.glob("events.out.tfevents.*")
-    events = EventAccumulator(str(event_file))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+class RunsCode:
+    """Pickles into a call of os.system that would create ``marker``: a batch file that tries to run code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 class Delay:
@@ -112,31 +118,67 @@ class RecordSamplerIndices(L.Callback):
         Path(self.out_dir, name).write_text(json.dumps(indices))
 
 
-def learning_fit_args(root: Path, *extra: str, epochs: int = 3, config: Path | None = None) -> list[str]:
-    """CLI options of a seeded fit on 256 synthetic images with Adam (learns fast), without "fit".
+# A small CPU fit: synthetic data, 2 epochs of 2 batches of 16, no validation, every step logged, quiet.
+# Tests change it by appending options (jsonargparse: the last value wins), as hydra-template's cfg_train.
+SMALL_FIT: dict[str, str] = {
+    "--data.synthetic": "64",
+    "--data.batch_size": "16",
+    "--data.num_workers": "0",
+    "--trainer.accelerator": "cpu",
+    "--trainer.max_epochs": "2",
+    "--trainer.limit_train_batches": "2",
+    "--trainer.limit_val_batches": "0",
+    "--trainer.log_every_n_steps": "1",
+    "--trainer.enable_progress_bar": "false",
+    "--trainer.enable_model_summary": "false",
+}
 
-    ``config`` is read first, so the options here (and then ``extra``) override it.
+
+def fit_args(
+    root: Path | None, *extra: str, config: Path | None = None, without: tuple[str, ...] = ()
+) -> list[str]:
+    """``python -m cifarbench fit`` options of :data:`SMALL_FIT` logging under ``root``, then ``extra``.
+
+    ``config`` is read first, so every option here overrides it; ``without`` drops base options (e.g.
+    ``--data.synthetic`` to read files instead).
     """
+    base = [item for option, value in SMALL_FIT.items() if option not in without for item in (option, value)]
     return [
         *(["--config", str(config)] if config else []),
+        *base,
+        *(["--trainer.default_root_dir", str(root)] if root is not None else []),
+        *extra,
+    ]
+
+
+def learning_fit_args(root: Path, *extra: str, epochs: int = 3, config: Path | None = None) -> list[str]:
+    """A seeded fit on 256 synthetic images with Adam (learns fast): every batch of every epoch."""
+    return fit_args(
+        root,
         "--seed_everything", "0",
         "--data.synthetic", "256",
         "--data.batch_size", "32",
-        "--data.num_workers", "0",
         "--optimizer", "Adam",
         "--optimizer.lr", "0.001",
-        "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", str(epochs),
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
+        "--trainer.limit_train_batches", "1.0",
+        "--trainer.log_every_n_steps", "50",
         *extra,
-    ]  # fmt: skip
+        config=config,
+    )  # fmt: skip
 
 
 def short_learning_fit(root: Path, *extra: str) -> dict[str, list[tuple[int, float]]]:
-    """A 3-epoch :func:`learning_fit_args` fit through ``python -m cifarbench``; its TensorBoard scalars."""
-    from cifarbench.cli import main
-
-    main(["fit", *learning_fit_args(root, *extra)])
+    """A 3-epoch :func:`learning_fit_args` fit through the one fit path; its TensorBoard scalars."""
+    run_fit(learning_fit_args(root, *extra))
     return read_scalars(root / "lightning_logs" / "version_0")
+
+
+class RecordLearningRate(L.Callback):
+    """The first optimizer's learning rate at every epoch start (named in tests' --trainer.callbacks)."""
+
+    def __init__(self) -> None:
+        self.per_epoch: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.per_epoch.append(trainer.optimizers[0].param_groups[0]["lr"])

@@ -9,28 +9,17 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifarbench.cli import CifarbenchCLI, main
+from cifarbench.__main__ import main
+from cifarbench.commands.fit import CifarbenchCLI
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.model import ResNet18Classifier
 
-from helpers import read_scalars, short_learning_fit
+from helpers import fit_args, read_scalars, short_learning_fit
 
 
 def small_fit_args(root: Path, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--data.synthetic", "64",
-        "--data.batch_size", "16",
-        "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
-        *extra,
-    ]  # fmt: skip
+    """``fit`` and the small fit, validating one batch per epoch."""
+    return ["fit", *fit_args(root, "--trainer.limit_val_batches", "1", *extra)]
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +125,10 @@ def test_bad_option_values_exit_with_a_clear_message(tmp_path, capsys, option, v
 
 
 def test_missing_cifar10_exits_with_path_url_and_synthetic_hint(tmp_path, capsys):
-    args = small_fit_args(tmp_path)
-    synthetic = args.index("--data.synthetic")
-    del args[synthetic : synthetic + 2]
-    args += ["--data.data_dir", str(tmp_path / "no-data"), "--data.download", "false"]
+    args = fit_args(tmp_path, "--data.data_dir", str(tmp_path / "no-data"), "--data.download", "false",
+                    without=("--data.synthetic",))  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
-        main(args)
+        main(["fit", *args])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert (

@@ -1,4 +1,3 @@
-import os
 import pickle
 from pathlib import Path
 
@@ -7,12 +6,11 @@ import pytest
 import torch
 from torchvision.datasets.utils import calculate_md5
 
-from cifarbench import cifar10_files
-from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule
+from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule, cifar10_files
+from cifarbench.data.synthetic import make_synthetic
 from cifarbench.errors import ConfigError, DataError
-from cifarbench.synthetic import make_synthetic
 
-from helpers import IMAGES_PER_FILE, write_batch
+from helpers import IMAGES_PER_FILE, RunsCode, write_batch
 
 
 def use_checksums_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,14 +90,6 @@ def test_truncated_file_names_the_file(cifar_files):
         cifar10_files.read_split(cifar_files.data_dir, train=True, verify_integrity=False)
 
 
-class RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("verify_integrity", [True, False])
 def test_pickle_that_runs_code_is_refused_and_never_runs(cifar_files, tmp_path, verify_integrity):
     marker = tmp_path / "code-ran"
@@ -175,10 +165,10 @@ def test_synthetic_data_is_seeded_balanced_and_class_dependent():
 
 def test_synthetic_images_do_not_depend_on_the_chunk_they_are_drawn_in(monkeypatch):
     """The noise is drawn a chunk at a time to bound memory; the images must be those of one draw."""
-    import cifarbench.synthetic
+    import cifarbench.data.synthetic
 
     whole, whole_labels = make_synthetic(23, seed=5)
-    monkeypatch.setattr(cifarbench.synthetic, "_CHUNK_IMAGES", 4)  # 5 full chunks and a partial one
+    monkeypatch.setattr(cifarbench.data.synthetic, "_CHUNK_IMAGES", 4)  # 5 full chunks and a partial one
     chunked, chunked_labels = make_synthetic(23, seed=5)
     assert np.array_equal(chunked, whole) and np.array_equal(chunked_labels, whole_labels)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import read_scalars
+from helpers import fit_args, read_scalars
 
 TESTS = Path(__file__).resolve().parent
 
@@ -21,18 +21,8 @@ def run_ddp(tmp_path: Path, *extra: str) -> None:
     """A 2-process DDP fit through the CLI, as a user starts it; fails the test on error or hang."""
     args = [
         sys.executable, "-m", "cifarbench", "fit",
-        "--data.synthetic", "128",
-        "--data.batch_size", "16",
-        "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.strategy", "ddp",
-        "--trainer.devices", "2",
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path),
-        *extra,
+        *fit_args(tmp_path, "--data.synthetic", "128", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                  *extra),
     ]  # fmt: skip
     # Its own session, so a hang (a collective that only one rank reaches) is killed with every rank.
     # The tests folder on the path, for the callbacks that configs name (helpers.RecordSamplerIndices).

@@ -21,26 +21,11 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.datasets.utils import calculate_md5
 
-from cifarbench import cifar10_files
-from cifarbench.cli import main
-from cifarbench.data import ImageArrayDataset
+from cifarbench.__main__ import main
+from cifarbench.data import cifar10_files
+from cifarbench.data.datasets import ImageArrayDataset
 
-from helpers import SleepyModule, loader, read_scalars
-
-
-def fit_args(root: Path, *extra: str, synthetic: bool = True) -> list[str]:
-    args = [
-        "fit",
-        "--data.batch_size", "16",
-        "--data.num_workers", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(root),
-    ]  # fmt: skip
-    return args + (["--data.synthetic", "64"] if synthetic else []) + list(extra)
+from helpers import RunsCode, SleepyModule, fit_args, loader, read_scalars
 
 
 def csv_epochs(run: Path) -> list[int]:
@@ -49,7 +34,7 @@ def csv_epochs(run: Path) -> list[int]:
 
 
 def run_cli(root: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cifarbench", *fit_args(root, *args)]
+    command = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *args)]
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -121,7 +106,7 @@ def test_ctrl_c_stops_at_the_end_of_the_current_batch(tmp_path):
 
 def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(tmp_path, "--ckpt_path", "last"))
+        main(["fit", *fit_args(tmp_path, "--ckpt_path", "last")])
     assert exit_info.value.code == 2
     assert "no checkpoint under" in capsys.readouterr().err
 
@@ -149,7 +134,7 @@ def test_worker_failure_is_a_clear_error_within_seconds(tmp_path, capsys, monkey
     monkeypatch.setattr(ImageArrayDataset, "__getitem__", getitem)  # inherited by the forked workers
     start = time.monotonic()
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(tmp_path, "--data.num_workers", "2"))
+        main(["fit", *fit_args(tmp_path, "--data.num_workers", "2")])
     assert time.monotonic() - start < 60
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
@@ -200,11 +185,6 @@ def use_checksums_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(cifar10_files, attribute, {name: calculate_md5(folder / name) for name in names})
 
 
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch code-ran",))
-
-
 def missing(path: Path) -> None:
     path.unlink()
 
@@ -224,7 +204,8 @@ def wrong_shape(path: Path) -> None:
 
 
 def runs_code(path: Path) -> None:
-    path.write_bytes(pickle.dumps({"data": RunsCode(), "labels": [0]}, protocol=2))
+    # The test runs in tmp_path (chdir), whose "code-ran" file would prove that the pickle ran code.
+    path.write_bytes(pickle.dumps({"data": RunsCode(Path("code-ran")), "labels": [0]}, protocol=2))
 
 
 @pytest.mark.parametrize(
@@ -247,7 +228,12 @@ def test_bad_data_files_stop_the_cli_with_the_file_and_the_fix(
     monkeypatch.chdir(tmp_path)
     args = ["--data.data_dir", str(cifar_files.data_dir), "--data.download", "false"]
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(tmp_path, *args, "--data.verify_integrity", verify, synthetic=False))
+        main(
+            [
+                "fit",
+                *fit_args(tmp_path, *args, "--data.verify_integrity", verify, without=("--data.synthetic",)),
+            ]
+        )
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert str(damaged) in error and expected in error and "Traceback" not in error
@@ -267,7 +253,7 @@ def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expec
     if "gpu" in extra and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(tmp_path, *extra))
+        main(["fit", *fit_args(tmp_path, *extra)])
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not list(tmp_path.glob("**/timings.csv"))
@@ -277,7 +263,7 @@ def test_unwritable_log_dir_is_rejected_before_training(tmp_path, capsys):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("a file where the log dir would go")
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args(not_a_folder / "logs"))
+        main(["fit", *fit_args(not_a_folder / "logs")])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert str(not_a_folder / "logs") in error and "--trainer.default_root_dir" in error
@@ -290,9 +276,9 @@ def test_same_seed_gives_identical_per_step_losses(tmp_path, workers):
     losses = []
     for attempt in ("a", "b"):
         root = tmp_path / attempt
-        main(fit_args(root, "--seed_everything", "42", "--data.num_workers", workers,
-                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                      "--trainer.log_every_n_steps", "1"))  # fmt: skip
+        main(["fit", *fit_args(root, "--seed_everything", "42", "--data.num_workers", workers,
+                               "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                               "--trainer.log_every_n_steps", "1")])  # fmt: skip
         scalars = read_scalars(root / "lightning_logs" / "version_0")
         losses.append([value for _, value in scalars["train/loss_step"]])
     assert len(losses[0]) == 3

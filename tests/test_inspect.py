@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from cifarbench.cli import main
-from cifarbench.inspection import (
+from cifarbench.__main__ import main
+from cifarbench.lab.questions import (
     count_conv_layers,
     counts_after_one_step,
     inspect_model,

@@ -8,26 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from cifarbench.cli import main
-from cifarbench.lab.cli import parse_lab_args
+from cifarbench.__main__ import main
+from cifarbench.commands.lab import parse_lab_args
+from cifarbench.errors import ConfigError
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts import c3, c4, c8
-from cifarbench.lab.runs import RunResult
 from cifarbench.lab.tables import parse_markdown_table
+from cifarbench.run_folder import RunResult
 
-TINY_FIT = [
-    "--trainer.accelerator", "cpu",
-    "--data.synthetic", "32",
-    "--data.batch_size", "8",
-    "--data.num_workers", "0",
-    "--trainer.max_epochs", "2",
-    "--trainer.limit_train_batches", "2",
-    "--trainer.limit_val_batches", "0",
-    "--trainer.log_every_n_steps", "1",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--timer.print_table", "false",
-]  # fmt: skip
+from helpers import fit_args
+
+TINY_FIT = fit_args(None)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -84,7 +75,7 @@ def test_c3_stops_where_steady_loading_stops_improving_and_reports_epoch_zero_ap
         workers = int(extra[extra.index("--data.num_workers") + 1])
         return fake_run(run, [steady[workers] + 5.0 * workers, steady[workers], steady[workers]])
 
-    monkeypatch.setattr(c3, "run_fit", fake_fit)
+    monkeypatch.setattr(c3, "fit_once", fake_fit)
     result = c3.run(LabContext(out_dir=tmp_path), workers=[0, 4, 8, 12, 16])
     rows = read_csv(result.csv_path)
     assert [int(r["workers"]) for r in rows] == [0, 4, 8, 12]  # 16 never runs
@@ -106,7 +97,7 @@ def test_c4_compares_one_worker_with_c3s_best(tmp_path, monkeypatch):
         runs.append(run)
         return fake_run(run, [3.0, 1.0, 1.0] if run == "workers_1" else [3.0, 0.2, 0.2])
 
-    monkeypatch.setattr(c4, "run_fit", fake_fit)
+    monkeypatch.setattr(c4, "fit_once", fake_fit)
     result = c4.run(LabContext(out_dir=tmp_path))
     assert runs == ["workers_1", "workers_6"]
     rows = read_csv(result.csv_path)
@@ -119,7 +110,7 @@ def test_c8_reports_why_a_compile_mode_could_not_run(tmp_path, monkeypatch):
             raise RuntimeError("inductor needs a C++ compiler\nmore detail")
         return fake_run(run, [0.1, 0.1])
 
-    monkeypatch.setattr(c8, "run_fit", fake_fit)
+    monkeypatch.setattr(c8, "fit_once", fake_fit)
     result = c8.run(LabContext(out_dir=tmp_path), modes=["default"])
     rows = read_csv(result.csv_path)
     assert [(r["mode"], r["status"]) for r in rows] == [("eager", "ok"), ("default", "failed")]
@@ -128,10 +119,10 @@ def test_c8_reports_why_a_compile_mode_could_not_run(tmp_path, monkeypatch):
 
 def test_c8_stops_when_eager_fails_rather_than_reporting_every_mode_failed(tmp_path, monkeypatch):
     def bad_options_fit(ctx, part, run, extra):
-        raise SystemExit(2)  # what the CLI does on an unknown or invalid fit option
+        raise ConfigError("--data.batch_size 0 must be >= 1")  # what fit raises on an invalid fit option
 
-    monkeypatch.setattr(c8, "run_fit", bad_options_fit)
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr(c8, "fit_once", bad_options_fit)
+    with pytest.raises(ConfigError):
         c8.run(LabContext(out_dir=tmp_path), modes=["default"])
 
 
@@ -147,12 +138,13 @@ def test_unwritable_out_folder_is_rejected_before_any_run(tmp_path, capsys):
 
 
 def test_lab_options_are_split_from_fit_overrides_in_order():
-    options = parse_lab_args(
+    call = parse_lab_args(
         ["c3", "--trainer.max_epochs", "3", "--workers", "0,2", "--out=x", "--quick", "--data.synthetic=64"]
     )
-    assert options.workers == [0, 2] and options.out == Path("x") and options.quick
-    assert options.fit_overrides == ["--trainer.max_epochs", "3", "--data.synthetic=64"]
-    assert parse_lab_args(["c4", "--best", "0"]).best == 0  # c3 can find 0 workers best
+    options = call.options
+    assert list(options.workers) == [0, 2] and options.out == "x" and options.quick
+    assert call.fit_overrides == ["--trainer.max_epochs", "3", "--data.synthetic=64"]
+    assert parse_lab_args(["c4", "--best", "0"]).options.best == 0  # c3 can find 0 workers best
 
 
 @pytest.mark.parametrize(

@@ -8,26 +8,20 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torchvision import transforms
 
-import cifarbench
-from cifarbench import cifar10_files
-from cifarbench.augment import CROP_OFFSETS, crop_flip, normalization_affine, normalize, pad_and_mirror
+from cifarbench import configs
 from cifarbench.callbacks import EpochTimer
-from cifarbench.cli import CifarbenchCLI
-from cifarbench.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    PIPELINES,
-    CIFAR10DataModule,
-    IndexBatch,
-    SeededShuffleSampler,
-)
+from cifarbench.commands.fit import CifarbenchCLI, run_fit
+from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, PIPELINES, CIFAR10DataModule, cifar10_files
+from cifarbench.data.augment import CROP_OFFSETS, crop_flip, normalization_affine, normalize, pad_and_mirror
+from cifarbench.data.datasets import IndexBatch, SeededShuffleSampler
 from cifarbench.errors import ConfigError
 from cifarbench.model import COMPILE_MODES, LAB_SGD, ResNet18Classifier
 
-from helpers import learning_fit_args, write_batch
+from helpers import RecordLearningRate, fit_args, learning_fit_args, write_batch
 
 PROBES_PER_FILE = 1000  # 5 train files: 5000 augmentations, about 31 per (offset_y, offset_x, flip) cell
 CELLS = CROP_OFFSETS * CROP_OFFSETS * 2
@@ -240,14 +234,15 @@ def seeded_order(num_samples: int, seed: int, epoch: int) -> list[int]:
 
 def test_gpu_pipeline_copies_the_set_to_the_device_once(probe_dir):
     datamodule = probe_datamodule(probe_dir, "gpu", batch_size=100)
+    pipeline = datamodule.training_pipeline
     batches = iter(datamodule.train_dataloader())
     images, labels = datamodule.on_after_batch_transfer(next(batches), 0)
-    resident = datamodule._device_set[0]
+    resident = pipeline.device_set[0]
     datamodule.on_after_batch_transfer(next(batches), 0)
-    assert datamodule._device_set[0] is resident
+    assert pipeline.device_set[0] is resident
     assert images.shape == (100, 3, 32, 32) and labels.shape == (100,)
     datamodule.teardown("fit")
-    assert datamodule._device_set is None
+    assert pipeline.device_set is None
 
 
 @pytest.mark.parametrize(
@@ -268,7 +263,7 @@ def test_tensor_and_gpu_pipelines_make_identical_batches_from_the_same_seed(augm
     assert not torch.equal(augmented_probes["tensor"], augmented_probes["torchvision"])
 
 
-FAST_CONFIG = Path(cifarbench.__file__).parent / "configs" / "fast.yaml"
+FAST_CONFIG = configs.path("fast")
 
 
 def test_fast_config_is_shipped_and_scales_the_lab_lr_linearly():
@@ -282,40 +277,32 @@ def test_fast_config_is_shipped_and_scales_the_lab_lr_linearly():
     assert batch_size > 128 and lr == pytest.approx(LAB_SGD["lr"] * batch_size / 128)
 
 
-class RecordLearningRate(L.Callback):
-    def __init__(self) -> None:
-        self.per_epoch: list[float] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.per_epoch.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
 def test_fast_config_trains_on_the_cpu_and_warms_up_from_the_lab_lr(tmp_path):
     """bf16-mixed, channels_last and the gpu pipeline through real fit steps (compile left out: slow).
 
     The warm-up is stepped per epoch: the lab's lr first, then linearly up to the scaled lr.
     """
-    args = [
-        "--config", str(FAST_CONFIG),
+    args = fit_args(
+        tmp_path,
         "--model.compile", "null",
         "--data.synthetic", "16",
         "--data.batch_size", "8",
-        "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", "4",
         "--trainer.limit_train_batches", "1",
         "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path),
-    ]  # fmt: skip
-    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=args)
-    learning_rate = RecordLearningRate()
-    cli.trainer.callbacks.append(learning_rate)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    timer = next(callback for callback in cli.trainer.callbacks if isinstance(callback, EpochTimer))
+        "--trainer.callbacks+", "helpers.RecordLearningRate",
+        config=FAST_CONFIG,
+    )  # fmt: skip
+    trainer = run_fit(args)
+    learning_rate = next(
+        callback for callback in trainer.callbacks if isinstance(callback, RecordLearningRate)
+    )
+    timer = next(callback for callback in trainer.callbacks if isinstance(callback, EpochTimer))
     assert [(epoch.steps, epoch.samples) for epoch in timer.history] == [(1, 8)] * 4
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
-    assert cli.datamodule._device_set is None  # torn down after fit; it was built for the step
-    lab_lr, fast_lr = LAB_SGD["lr"], cli.config.optimizer.init_args.lr
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
+    # Torn down after fit; it was built for the step.
+    assert trainer.datamodule.training_pipeline.device_set is None
+    lab_lr, fast_lr = LAB_SGD["lr"], yaml.safe_load(FAST_CONFIG.read_text())["optimizer"]["init_args"]["lr"]
     assert learning_rate.per_epoch == pytest.approx([lab_lr, (lab_lr + fast_lr) / 2, fast_lr, fast_lr])
 
 
@@ -330,11 +317,8 @@ ANNEAL = [
 ]  # fmt: skip
 
 
-def trained(root: Path, *extra: str, config: Path | None = None) -> CifarbenchCLI:
-    args = learning_fit_args(root, *extra, *ANNEAL, epochs=PARITY_EPOCHS, config=config)
-    cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=args)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli
+def trained(root: Path, *extra: str, config: Path | None = None) -> L.Trainer:
+    return run_fit(learning_fit_args(root, *extra, *ANNEAL, epochs=PARITY_EPOCHS, config=config))
 
 
 def training_set_accuracy(model: ResNet18Classifier, images_hwc: np.ndarray, labels: np.ndarray) -> float:
@@ -364,14 +348,15 @@ def test_fast_step_settings_fit_the_training_set_as_well_as_the_lab_config(tmp_p
     """
     lab = trained(tmp_path / "lab", "--data.pipeline", "torchvision")
     fast = trained(tmp_path / "fast", "--model.compile", "null", config=FAST_CONFIG)
-    assert (fast.datamodule.pipeline, fast.trainer.precision, fast.model.channels_last) == (
+    assert (fast.datamodule.pipeline, fast.precision, fast.lightning_module.channels_last) == (
         "gpu",
         "bf16-mixed",
         True,
     )
     train_set = lab.datamodule.train_set  # the same synthetic images feed both fits
     lab_accuracy, fast_accuracy = (
-        training_set_accuracy(cli.model, train_set.images, train_set.labels) for cli in (lab, fast)
+        training_set_accuracy(trainer.lightning_module, train_set.images, train_set.labels)
+        for trainer in (lab, fast)
     )
     assert lab_accuracy >= 0.98  # the lab fit saturates (chance is 0.1), which makes 2 points meaningful
     assert abs(fast_accuracy - lab_accuracy) <= 0.02, f"fast {fast_accuracy:.3f} vs lab {lab_accuracy:.3f}"

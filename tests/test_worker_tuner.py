@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import random
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -12,17 +10,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import cifarbench.callbacks.worker_tuner as worker_tuner_module
+from cifarbench.__main__ import main
 from cifarbench.callbacks import WorkerTuner
 from cifarbench.callbacks.worker_tuner import (
     default_worker_candidates,
     sweep_until_no_improvement,
     time_loader,
 )
-from cifarbench.cli import main
 from cifarbench.data import CIFAR10DataModule
+from cifarbench.errors import ConfigError
 
-from helpers import SleepyModule, loader
+from helpers import SleepyModule, fit_args, loader
 
 
 class RecordingCost:
@@ -149,23 +147,6 @@ def test_tuner_errors_name_the_bad_value():
         WorkerTuner(candidates=[-1])
 
 
-def test_callbacks_import_only_torch_lightning_and_the_stdlib():
-    """The callbacks are meant to be reused in other Lightning projects: no cifarbench code beyond them."""
-    allowed = set(sys.stdlib_module_names) | {"torch", "lightning", "typing_extensions", "rich"}
-    for path in Path(worker_tuner_module.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
-                continue
-            for module in modules:
-                assert module.split(".")[0] in allowed or module.startswith("cifarbench.callbacks"), (
-                    f"{path.name} imports {module}"
-                )
-
-
 @pytest.mark.slow
 def test_num_workers_auto_is_0_without_a_sweep_for_the_gpu_pipeline():
     """Its training loader always runs in the main process, so a sweep would time one loader many times."""
@@ -176,20 +157,19 @@ def test_num_workers_auto_is_0_without_a_sweep_for_the_gpu_pipeline():
 
 def test_fit_with_num_workers_auto_tunes_then_trains(tmp_path, caplog):
     caplog.set_level("INFO")
-    main(
-        [
-            "fit",
-            "--data.num_workers", "auto",
-            "--data.synthetic", "96",
-            "--data.batch_size", "8",
-            "--trainer.accelerator", "cpu",
-            "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "2",
-            "--trainer.limit_val_batches", "0",
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path),
-        ]
-    )  # fmt: skip
+    main(["fit", *fit_args(tmp_path, "--data.num_workers", "auto", "--data.synthetic", "96",
+                           "--data.batch_size", "8", "--trainer.max_epochs", "1")])  # fmt: skip
     (message,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("WorkerTuner:")]
     assert "num_workers=" in message
     assert (tmp_path / "lightning_logs" / "version_0" / "timings.csv").is_file()
+
+
+def test_auto_without_worker_tuner_says_how_to_add_it(tmp_path):
+    """A library user who asks for "auto" without the callback that resolves it is told how to add it."""
+    data = CIFAR10DataModule(synthetic=16, batch_size=8, num_workers="auto")
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"num_workers='auto'\) needs WorkerTuner.*callbacks=\[WorkerTuner\(\)\]"
+    ):
+        trainer.fit(SleepyModule(), datamodule=data)

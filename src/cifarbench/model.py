@@ -34,7 +34,12 @@ def resnet18(norm: Norm = "batch", num_classes: int = 10) -> nn.Module:
     """ResNet-18, CIFAR variant: 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep their resolution.
 
     It is torchvision's ResNet with the stem swapped, so blocks, init and the ``norm_layer`` plumbing are
-    torchvision's own. ``norm="none"`` removes every batch-norm layer (lab C7).
+    torchvision's own.
+
+    Args:
+        norm: ``batch`` (batch norm after every convolution) or ``none`` (every batch-norm layer removed,
+            lab C7).
+        num_classes: outputs of the last linear layer.
     """
     if num_classes < 1:
         raise ValueError(f"resnet18(num_classes={num_classes!r}) must be >= 1")

@@ -1,7 +1,8 @@
 """The lab's experiments (lab2-report.txt, C2-C8) as overrides for the one ``fit`` path, and the report.
 
-``python -m cifarbench lab <part>`` runs :mod:`cifarbench.lab.cli`. Each part in :mod:`cifarbench.lab.parts`
-calls ``cifarbench.cli.main(["fit", ...])`` once per run, reads the runs' ``timings.csv`` and TensorBoard
-scalars (:mod:`cifarbench.lab.runs`), and writes a CSV, a markdown table and PNG plots under
-``<out>/<part>/`` (:mod:`cifarbench.lab.tables`, :mod:`cifarbench.lab.plots`).
+``python -m cifarbench lab <part>`` (:mod:`cifarbench.commands.lab`) runs a part from the registry in
+:mod:`cifarbench.lab.parts`. Each part fits through :func:`cifarbench.lab.runs.fit_once` once per run, reads
+the runs' ``timings.csv`` and TensorBoard scalars (:mod:`cifarbench.run_folder`), and writes a CSV, a markdown
+table and PNG plots under ``<out>/<part>/`` (:mod:`cifarbench.lab.tables`, :mod:`cifarbench.lab.plots`).
+``lab all`` adds ``report.md`` (:mod:`cifarbench.lab.report`) with Q1-Q4 (:mod:`cifarbench.lab.questions`).
 """

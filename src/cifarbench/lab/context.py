@@ -19,6 +19,9 @@ QUICK_OVERRIDES: tuple[str, ...] = (
     "--trainer.limit_train_batches", "3",
     "--trainer.limit_val_batches", "0",
     "--trainer.log_every_n_steps", "1",
+)  # fmt: skip
+# Without --verbose a run shows nothing of its own: the lab prints one line per run and the part's table.
+QUIET_OVERRIDES: tuple[str, ...] = (
     "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
     "--timer.print_table", "false",
@@ -32,6 +35,7 @@ class LabContext:
     out_dir: Path
     overrides: list[str] = field(default_factory=list)
     quick: bool = False
+    verbose: bool = False
     command: str = "python -m cifarbench lab"
 
     def part_dir(self, part: str) -> Path:
@@ -40,7 +44,7 @@ class LabContext:
         return folder
 
     def fit_args(self, part: str, run: str, extra: list[str]) -> list[str]:
-        """``fit`` arguments of one run: lab defaults, quick profile, user overrides, then the run's own.
+        """``fit`` options of one run: lab defaults, quick profile, user overrides, then the run's own.
 
         The run's own come last because they are what the experiment varies (jsonargparse: last one wins).
         The logger is pinned so the run's folder is known in advance: ``<out>/<part>/runs/<run>``, and the
@@ -56,9 +60,10 @@ class LabContext:
             },
         }
         quick = list(QUICK_OVERRIDES) if self.quick else []
+        quiet = [] if self.verbose else list(QUIET_OVERRIDES)
         return [
-            "fit",
             *LAB_BASE_OVERRIDES,
+            *quiet,
             *quick,
             *self.overrides,
             *extra,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifarbench.lab.runs import RunResult
+from cifarbench.run_folder import RunResult
 
 
 @dataclass

@@ -5,16 +5,17 @@ from __future__ import annotations
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.plots import stacked_bars
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import run_fit
+from cifarbench.lab.runs import fit_once
 from cifarbench.lab.tables import markdown_table, write_csv
 
-PART = "c2"
+NAME = "c2"
+TITLE = "C2: time per epoch"
 COLUMNS = ("epoch", "data_loading_s", "training_s", "epoch_s", "other_s")
 
 
 def run(ctx: LabContext) -> PartResult:
-    folder = ctx.part_dir(PART)
-    result = run_fit(ctx, PART, "default", [])
+    folder = ctx.part_dir(NAME)
+    result = fit_once(ctx, NAME, "default", [])
     rows = [
         {
             # 1-based like the lab's "Epoch 1..5".
@@ -55,4 +56,4 @@ def run(ctx: LabContext) -> PartResult:
         "training_s: batch ready to end of the optimizer step; epoch_s: the training epoch's wall time, "
         "without validation."
     )
-    return PartResult(PART, "C2: time per epoch", markdown, folder, csv_path, [figure], [result])
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, [figure], [result])

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
 from pathlib import Path
+
+from jsonargparse.typing import PositiveInt
 
 from cifarbench.callbacks.worker_tuner import sweep_until_no_improvement
 from cifarbench.lab.context import LabContext
+from cifarbench.lab.options import WorkerCounts
 from cifarbench.lab.plots import line_plot
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import RunResult, run_fit
+from cifarbench.lab.runs import fit_once
 from cifarbench.lab.tables import markdown_table, write_csv
+from cifarbench.run_folder import RunResult
 
-PART = "c3"
-DEFAULT_WORKERS: tuple[int, ...] = tuple(range(0, 33, 4))  # the lab's 0, 4, 8, ...; the rule stops early
+NAME = "c3"
+TITLE = "C3: num_workers sweep"
+DEFAULT_WORKERS = WorkerCounts(range(0, 33, 4))  # the lab's 0, 4, 8, ...; the rule stops early
 COLUMNS = ("workers", "data_loading_first_epoch_s", "data_loading_steady_s", "epoch_steady_s", "best")
 
 
@@ -27,13 +31,18 @@ def worker_overrides(workers: int) -> list[str]:
     return ["--data.num_workers", str(workers), *persistent]
 
 
-def run(ctx: LabContext, workers: Sequence[int] = DEFAULT_WORKERS, patience: int = 1) -> PartResult:
-    folder = ctx.part_dir(PART)
+def run(ctx: LabContext, workers: WorkerCounts = DEFAULT_WORKERS, patience: PositiveInt = 1) -> PartResult:
+    """C3: the num_workers sweep.
+
+    Args:
+        workers: c3: worker counts to sweep, in order; the sweep stops when loading stops improving.
+        patience: c3: counts in a row without improvement before the sweep stops.
+    """
+    folder = ctx.part_dir(NAME)
     runs: dict[int, RunResult] = {}
 
     def steady_loading(count: int) -> float:
-        print(f"[lab c3] num_workers={count}", flush=True)
-        runs[count] = run_fit(ctx, PART, f"workers_{count}", worker_overrides(count))
+        runs[count] = fit_once(ctx, NAME, f"workers_{count}", worker_overrides(count))
         return runs[count].steady_mean("data_loading_s")
 
     sweep = sweep_until_no_improvement(workers, steady_loading, patience)
@@ -79,9 +88,7 @@ def run(ctx: LabContext, workers: Sequence[int] = DEFAULT_WORKERS, patience: int
         f"### C3.2 Best worker count\n\n"
         f"**{sweep.best} workers** give the shortest data-loading time ({sweep.best_cost:.4f} s per epoch)."
     )
-    return PartResult(
-        PART, "C3: num_workers sweep", markdown, folder, csv_path, [figure], list(runs.values())
-    )
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, [figure], list(runs.values()))
 
 
 def best_workers_from_csv(path: Path) -> int | None:

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from jsonargparse.typing import NonNegativeInt
+
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.c3 import best_workers_from_csv, worker_overrides
 from cifarbench.lab.plots import stacked_bars
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import run_fit
+from cifarbench.lab.runs import fit_once
 from cifarbench.lab.tables import markdown_table, write_csv
 
-PART = "c4"
+NAME = "c4"
+TITLE = "C4: 1 worker vs best"
 FALLBACK_BEST = 4  # the lab's answer to C3.2, used when c3 has not run here
 COLUMNS = ("workers", "data_loading_s", "training_s", "epoch_s", "data_loading_first_epoch_s")
 
 
-def run(ctx: LabContext, best: int | None = None) -> PartResult:
-    folder = ctx.part_dir(PART)
+def run(ctx: LabContext, best: NonNegativeInt | None = None) -> PartResult:
+    """C4: 1 worker vs the best count.
+
+    Args:
+        best: c4: the count to compare with 1 worker (default: c3's best from its CSV, else 4).
+    """
+    folder = ctx.part_dir(NAME)
     from_c3 = best_workers_from_csv(ctx.out_dir / "c3" / "c3.csv")
     source = "given with --best"
     if best is None:
@@ -27,7 +35,7 @@ def run(ctx: LabContext, best: int | None = None) -> PartResult:
     counts = [1] if best == 1 else [1, best]
     rows, runs = [], []
     for count in counts:
-        result = run_fit(ctx, PART, f"workers_{count}", worker_overrides(count))
+        result = fit_once(ctx, NAME, f"workers_{count}", worker_overrides(count))
         runs.append(result)
         rows.append(
             {
@@ -58,4 +66,4 @@ def run(ctx: LabContext, best: int | None = None) -> PartResult:
         "With more workers, batches are decoded and augmented in parallel processes while the main process "
         "trains, so the loop waits less for data; the training step itself does not change."
     )
-    return PartResult(PART, "C4: 1 worker vs best", markdown, folder, csv_path, [figure], runs)
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, [figure], runs)

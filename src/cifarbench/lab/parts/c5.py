@@ -7,21 +7,22 @@ import torch
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.plots import grouped_bars
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import run_fit
+from cifarbench.lab.runs import fit_once
 from cifarbench.lab.tables import markdown_table, write_csv
 
-PART = "c5"
+NAME = "c5"
+TITLE = "C5: GPU vs CPU"
 COLUMNS = ("device", "data_loading_s", "training_s", "epoch_s", "epochs")
 KEYS = ("data_loading_s", "training_s", "epoch_s")
 
 
 def run(ctx: LabContext) -> PartResult:
-    folder = ctx.part_dir(PART)
+    folder = ctx.part_dir(NAME)
     has_gpu = torch.cuda.is_available()
     devices = ["gpu", "cpu"] if has_gpu else ["cpu"]
     rows, runs = [], []
     for device in devices:
-        result = run_fit(ctx, PART, device, ["--trainer.accelerator", device, "--trainer.devices", "1"])
+        result = fit_once(ctx, NAME, device, ["--trainer.accelerator", device, "--trainer.devices", "1"])
         runs.append(result)
         # The lab averages over all epochs; so does this table (epoch 0 included).
         rows.append(
@@ -49,4 +50,4 @@ def run(ctx: LabContext) -> PartResult:
         "there is no speed-up to report. Run `lab c5` on a CUDA machine for the comparison."
     )
     markdown = f"{note}\n\n{markdown_table(rows, COLUMNS)}\n\n![C5 GPU vs CPU]({figure.name})"
-    return PartResult(PART, "C5: GPU vs CPU", markdown, folder, csv_path, [figure], runs)
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, [figure], runs)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.curves import write_curves
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import RunResult, optimizer_settings, run_fit
+from cifarbench.lab.runs import fit_once, optimizer_settings
+from cifarbench.run_folder import RunResult
 
-PART = "c6"
+NAME = "c6"
+TITLE = "C6: optimizers"
 
 # The lab's hyperparameters: lr 0.1 and weight decay 5e-4 for all, momentum 0.9 where the optimizer has one.
 # Every value is given explicitly (LightningCLI would carry lr and weight_decay over from the default SGD when
@@ -26,12 +28,12 @@ OPTIMIZERS: dict[str, list[str]] = {
 
 
 def run(ctx: LabContext) -> PartResult:
-    folder = ctx.part_dir(PART)
+    folder = ctx.part_dir(NAME)
     runs: dict[str, RunResult] = {}
     for name, overrides in OPTIMIZERS.items():
-        runs[name] = run_fit(ctx, PART, name.lower().replace(" ", "_"), overrides)
+        runs[name] = fit_once(ctx, NAME, name.lower().replace(" ", "_"), overrides)
     # Read back from each run's saved config.yaml: the settings the optimizer really got.
     settings = {name: optimizer_settings(result.config) for name, result in runs.items()}
-    csv_path, figures, table = write_curves(folder, PART, runs, settings, "C6 optimizers")
+    csv_path, figures, table = write_curves(folder, NAME, runs, settings, "C6 optimizers")
     markdown = f"{table}\n\nSettings are read back from each run's config.yaml."
-    return PartResult(PART, "C6: optimizers", markdown, folder, csv_path, figures, list(runs.values()))
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, figures, list(runs.values()))

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from cifarbench.lab.context import LabContext
+from cifarbench.lab.options import CompileModes
 from cifarbench.lab.plots import grouped_bars
 from cifarbench.lab.result import PartResult
-from cifarbench.lab.runs import RunResult, run_fit
+from cifarbench.lab.runs import fit_once
 from cifarbench.lab.tables import markdown_table, write_csv
 from cifarbench.model import COMPILE_MODES
+from cifarbench.run_folder import RunResult
 
-PART = "c8"
+NAME = "c8"
+TITLE = "C8: torch.compile modes"
 COLUMNS = ("mode", "status", "first_epoch_s", "steady_epoch_s", "training_steady_s", "note")
 # On a CPU, reduce-overhead is CUDA graphs (nothing to gain) and max-autotune benchmarks kernels for many
 # minutes: by default the CPU compares eager with the default mode only. --modes asks for others.
@@ -24,19 +25,24 @@ def default_modes() -> tuple[str, ...]:
     return COMPILE_MODES if torch.cuda.is_available() else CPU_DEFAULT_MODES
 
 
-def run(ctx: LabContext, modes: Sequence[str] | None = None) -> PartResult:
-    folder = ctx.part_dir(PART)
+def run(ctx: LabContext, modes: CompileModes | None = None) -> PartResult:
+    """C8: eager vs torch.compile modes.
+
+    Args:
+        modes: c8: torch.compile modes to run next to eager (default: all three on CUDA, default on a CPU).
+    """
+    folder = ctx.part_dir(NAME)
     chosen = list(modes) if modes is not None else list(default_modes())
     rows: list[dict[str, object]] = []
     runs: list[RunResult] = []
     for mode in ["eager", *chosen]:
         if mode == "eager":
             # Not guarded: if eager fails, the fit options are wrong, and that should stop the part.
-            result = run_fit(ctx, PART, mode, [])
+            result = fit_once(ctx, NAME, mode, [])
         else:
             try:
-                result = run_fit(ctx, PART, mode.replace("-", "_"), ["--model.compile", mode])
-            except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure to compile is a result here
+                result = fit_once(ctx, NAME, mode.replace("-", "_"), ["--model.compile", mode])
+            except Exception as error:  # noqa: BLE001 - any failure to compile is a result here
                 reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
                 print(f"[lab c8] {mode} could not run: {reason}", flush=True)
                 rows.append({"mode": mode, "status": "failed", "note": reason})
@@ -76,4 +82,4 @@ def run(ctx: LabContext, modes: Sequence[str] | None = None) -> PartResult:
         f"{markdown_table(rows, COLUMNS)}\n\n![C8 compile modes]({figure.name})\n\n"
         f"first_epoch_s includes compilation; steady_epoch_s averages the epochs after it.{note}"
     )
-    return PartResult(PART, "C8: torch.compile modes", markdown, folder, csv_path, [figure], runs)
+    return PartResult(NAME, TITLE, markdown, folder, csv_path, [figure], runs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cifarbench.lab.plots import line_plot
-from cifarbench.lab.runs import RunResult
 from cifarbench.lab.tables import markdown_table, write_csv
+from cifarbench.run_folder import RunResult
 
 COLUMNS = ("run", "settings", "epoch", "training_s", "loss", "acc")
 

@@ -1,15 +1,15 @@
-"""``python -m cifarbench inspect``: the lab's Q1-Q4 answered by looking at the model, not from constants."""
+"""The lab's Q1-Q4 (``python -m cifarbench inspect``), answered from the model itself, not from constants."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from cifarbench.data import CIFAR10DataModule
-from cifarbench.model import LAB_SGD, ResNet18Classifier
+from cifarbench.model import LAB_SGD, Norm, ResNet18Classifier
 
 # Q4 compares Adam with SGD; Adam gets the lab's lr and weight decay (it has no momentum).
 OPTIMIZERS = {
@@ -73,7 +73,13 @@ def counts_after_one_step(norm: str, optimizer: str, batch_size: int = 16, seed:
     )
 
 
-def inspect_model(norm: str = "batch", batch_size: int = 16) -> Inspection:
+def inspect_model(norm: Norm = "batch", batch_size: PositiveInt = 16) -> Inspection:
+    """Q1-Q4 for ResNet-18 with ``norm``.
+
+    Args:
+        norm: see :func:`cifarbench.model.resnet18`.
+        batch_size: images in the one real training step (the counts do not depend on it).
+    """
     net = ResNet18Classifier(norm=norm).net  # type: ignore[arg-type]
     main_path, with_shortcuts = count_conv_layers(net)
     return Inspection(
@@ -102,21 +108,3 @@ def to_markdown(result: Inspection, heading: str = "##") -> str:
             f"state (moments) apart and does not change what is trainable.",
         ]
     )
-
-
-def inspect_main(argv: list[str]) -> None:
-    """``python -m cifarbench inspect [--model.norm batch|none] [--batch_size N]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cifarbench inspect", description="Answer the lab's Q1-Q4 from the model itself."
-    )
-    parser.add_argument("--model.norm", dest="norm", choices=("batch", "none"), default="batch")
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        default=16,
-        help="images in the one training step (counts do not depend on it)",
-    )
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch_size {args.batch_size} must be >= 1")
-    print(to_markdown(inspect_model(args.norm, args.batch_size)))

@@ -1,0 +1,186 @@
+"""CIFAR10DataModule: CIFAR-10 (or explicit synthetic images) through one of the training pipelines.
+
+The DataModule reads the splits and builds the loaders; how a batch is made (datasets, sampler, collate
+function, workers, on-device augmentation) is the pipeline's (:mod:`cifarbench.data.pipelines`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cifarbench.data import cifar10_files
+from cifarbench.data.pipelines import Pipeline, make_pipeline
+from cifarbench.data.synthetic import make_synthetic
+from cifarbench.errors import ConfigError
+from cifarbench.quiet import notice
+
+# Synthetic data: the test split is a fifth of the train split's size, drawn with another seed.
+_SYNTHETIC_TRAIN_SEED = 0
+_SYNTHETIC_TEST_SEED = 1
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 train/test splits; validation and test both use the test split.
+
+    Args:
+        data_dir: folder that holds (or will hold) ``cifar-10-batches-py``.
+        batch_size: images per batch (the lab's 128).
+        num_workers: DataLoader worker processes; 0 loads in the main process. ``"auto"``: a
+            :class:`~cifarbench.callbacks.WorkerTuner` among the Trainer's callbacks (``python -m cifarbench
+            fit`` adds it) times the train loader at fit start and picks the count.
+        pin_memory: page-locked batches for faster copies to the GPU; ``None`` pins when training on CUDA.
+        persistent_workers: keep workers alive between epochs (needs ``num_workers > 0``).
+        download: fetch the official archive when the files are missing.
+        verify_integrity: check every batch file against the official md5 checksums.
+        synthetic: use this many learnable synthetic training images instead of CIFAR-10 (the test split gets
+            a fifth as many). Never chosen silently.
+        pipeline: how training batches are made: ``torchvision`` (the lab's PIL transforms in workers),
+            ``tensor`` (batched torch augmentation on the CPU) or ``gpu`` (batched augmentation on the training
+            device); see :mod:`cifarbench.data.pipelines`.
+        seed: the ``tensor`` and ``gpu`` pipelines shuffle each epoch with ``seed + epoch``. (``torchvision``
+            keeps the lab's DataLoader shuffle, seeded by ``--seed_everything``.)
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        num_workers: int | Literal["auto"] = 4,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+        download: bool = True,
+        verify_integrity: bool = True,
+        synthetic: int | None = None,
+        pipeline: str = "torchvision",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"CIFAR10DataModule(batch_size={batch_size!r}) must be >= 1 (the lab uses 128)")
+        if num_workers != "auto" and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ConfigError(
+                f"CIFAR10DataModule(num_workers={num_workers!r}) must be >= 0 (0 loads in the main process), "
+                f"or 'auto' to let WorkerTuner pick"
+            )
+        if persistent_workers and num_workers == 0:
+            raise ConfigError(
+                "CIFAR10DataModule(persistent_workers=True, num_workers=0): persistent workers need "
+                "--data.num_workers >= 1"
+            )
+        if synthetic is not None and synthetic < 1:
+            raise ConfigError(
+                f"CIFAR10DataModule(synthetic={synthetic!r}) must be a number of images >= 1, or None for "
+                f"CIFAR-10"
+            )
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.download = download
+        self.verify_integrity = verify_integrity
+        self.synthetic = synthetic
+        self.pipeline = pipeline
+        self.seed = seed
+        self.training_pipeline: Pipeline = make_pipeline(pipeline)
+        self.train_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node, before setup: the only place that writes to data_dir. Only missing
+        # files trigger a download: extracting the archive over files that fail their checksum would replace
+        # data the user may have put there on purpose (--data.verify_integrity false).
+        if self.synthetic is None and self.download and not cifar10_files.has_all_files(self.data_dir):
+            cifar10_files.download(self.data_dir)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.num_workers == "auto" and not self.training_pipeline.trains_in_workers:
+            # Its training loader always runs in the main process: there is nothing for WorkerTuner to time.
+            notice(f"--data.pipeline {self.pipeline} loads in the main process: --data.num_workers auto is 0.", logging.INFO)
+            self.num_workers = 0
+        if stage == "fit" and self.train_set is None:
+            self.train_set = self.training_pipeline.train_dataset(*self._read_split(train=True))
+        if self.test_set is None:
+            self.test_set = self.training_pipeline.eval_dataset(*self._read_split(train=False))
+
+    def _workers(self) -> int:
+        if self.num_workers == "auto":
+            raise ConfigError(
+                "CIFAR10DataModule(num_workers='auto') needs WorkerTuner to pick the count when Trainer.fit "
+                "starts: Trainer(callbacks=[WorkerTuner()]) (from cifarbench.callbacks; `python -m cifarbench "
+                "fit` adds it for you), or pass a number (e.g. --data.num_workers 4)"
+            )
+        return self.num_workers
+
+    def teardown(self, stage: str) -> None:
+        self.training_pipeline.teardown()
+
+    def _read_split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.synthetic is None:
+            return cifar10_files.read_split(
+                self.data_dir, train=train, verify_integrity=self.verify_integrity
+            )
+        size = self.synthetic if train else max(1, self.synthetic // 5)
+        split = "train" if train else "test"
+        notice(f"Using {size} synthetic {split} images (--data.synthetic), not CIFAR-10.")
+        return make_synthetic(size, seed=_SYNTHETIC_TRAIN_SEED if train else _SYNTHETIC_TEST_SEED)
+
+    def train_dataloader(self) -> DataLoader:
+        train_set = self._require(self.train_set, "train")
+        sampler = self.training_pipeline.train_sampler(train_set, self.seed)
+        if self.training_pipeline.trains_in_workers:
+            return self._loader(train_set, shuffle=sampler is None, sampler=sampler)
+        if self.num_workers != 0:
+            notice(
+                f"--data.pipeline {self.pipeline} loads training batches in the main process; "
+                f"--data.num_workers {self.num_workers} applies to validation and test only.",
+                logging.INFO,
+            )
+        return self._loader(train_set, sampler=sampler, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.test_set, "test"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._require(self.test_set, "test"), shuffle=False)
+
+    @staticmethod
+    def _require(dataset: Dataset | None, split: str) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"CIFAR10DataModule: the {split} split is not loaded; call setup() first")
+        return dataset
+
+    def _loader(
+        self,
+        dataset: Dataset,
+        shuffle: bool = False,
+        sampler: Sampler[int] | None = None,
+        num_workers: int | None = None,
+    ) -> DataLoader:
+        workers = self._workers() if num_workers is None else num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=self.training_pipeline.collate_fn,
+            pin_memory=self._pin_memory(),
+            # WorkerTuner may try 0 workers even when persistent_workers is set; DataLoader rejects that pair.
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The pipeline's on-device step (the gpu pipeline augments here), before the training step."""
+        return self.training_pipeline.on_after_batch_transfer(batch)
+
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
