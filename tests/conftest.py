@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cifarbench.data import cifar10_files
 
@@ -35,3 +36,12 @@ def cifar_files(tmp_path: Path) -> CifarFiles:
         write_batch(files.folder / name, images, labels)
         files.expected[name] = (images, labels)
     return files
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Idle intra-op threads take ~10 ms to wake on a 2-core machine: real, but noise next to a delay."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

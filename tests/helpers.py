@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,6 +44,12 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> None:
+    assert abs(measured - expected) <= tolerance * expected, (
+        f"{measured:.4f}s is not within {tolerance:.0%} of {expected:.4f}s"
+    )
+
+
 class Delay:
     """Sleeps, and adds up how long it really slept (a loaded machine oversleeps): the injected truth."""
 
@@ -69,8 +76,63 @@ class SleepyDataset(Dataset):
         return torch.randn(8), torch.tensor(index % 2)
 
 
+class SlowBackward(torch.autograd.Function):
+    """The identity, whose backward sleeps: a known backward time inside autograd."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, delay: Delay) -> torch.Tensor:
+        ctx.delay = delay
+        return inputs.view_as(inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        ctx.delay()
+        return grad, None
+
+
+class SlowSGD(torch.optim.SGD):
+    """SGD whose update (after Lightning's closure: training_step and backward) sleeps."""
+
+    def __init__(self, params, delay: Delay, lr: float = 0.1) -> None:
+        super().__init__(params, lr=lr)
+        self.delay = delay
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.delay()
+        super().step()
+        return loss
+
+
+class SlowCheckpointIO(TorchCheckpointIO):
+    """Checkpoint saves that take a known extra time (Trainer(plugins=[SlowCheckpointIO(seconds)]))."""
+
+    def __init__(self, seconds: float) -> None:
+        self.delay = Delay(seconds)
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        self.delay()
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
 class SleepyModule(L.LightningModule):
-    def __init__(self, step_delay: float = 0.0, copy_delay: float = 0.0, val_delay: float = 0.0) -> None:
+    """A linear classifier with a known delay wherever a fit spends time: the step's phases, the copy,
+    validation, setup, and one extra delay in the fit's first step."""
+
+    def __init__(
+        self,
+        step_delay: float = 0.0,
+        copy_delay: float = 0.0,
+        val_delay: float = 0.0,
+        backward_delay: float = 0.0,
+        optimizer_delay: float = 0.0,
+        setup_delay: float = 0.0,
+        first_step_delay: float = 0.0,
+    ) -> None:
         super().__init__()
         self.layer = nn.Linear(8, 2)
         self.step_delay, self.copy_delay, self.val_delay = (
@@ -78,14 +140,24 @@ class SleepyModule(L.LightningModule):
             Delay(copy_delay),
             Delay(val_delay),
         )
+        self.backward_delay, self.optimizer_delay = Delay(backward_delay), Delay(optimizer_delay)
+        self.setup_delay, self.first_step_delay = Delay(setup_delay), Delay(first_step_delay)
+        self.steps_run = 0
+
+    def setup(self, stage: str) -> None:
+        self.setup_delay()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.layer(inputs)
 
     def training_step(self, batch, batch_idx):
+        if self.steps_run == 0:
+            self.first_step_delay()
+        self.steps_run += 1
         self.step_delay()
         inputs, targets = batch
-        return nn.functional.cross_entropy(self(inputs), targets)
+        loss = nn.functional.cross_entropy(self(inputs), targets)
+        return SlowBackward.apply(loss, self.backward_delay) if self.backward_delay.seconds else loss
 
     def validation_step(self, batch, batch_idx):
         self.val_delay()
@@ -96,6 +168,8 @@ class SleepyModule(L.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def configure_optimizers(self):
+        if self.optimizer_delay.seconds:
+            return SlowSGD(self.parameters(), self.optimizer_delay)
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 

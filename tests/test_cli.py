@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,47 @@ def test_tensorboard_has_the_timing_tags_once_per_epoch(fitted_run):
     assert len(scalars["train/loss_step"]) == 4 and len(scalars["train/acc_step"]) == 4
 
 
+def test_the_step_anatomy_is_in_tensorboard_and_the_csv_after_the_older_columns(fitted_run):
+    scalars = read_scalars(fitted_run)
+    with open(fitted_run / "timings.csv") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    for tag, column in (
+        ("time/forward", "forward_s"),
+        ("time/backward", "backward_s"),
+        ("time/optimizer", "optimizer_s"),
+        ("time/step_other", "step_other_s"),
+        ("time/step_p90", "step_p90_s"),
+    ):
+        assert [step for step, _ in scalars[tag]] == [2, 4], tag
+        assert [value for _, value in scalars[tag]] == pytest.approx([float(row[column]) for row in rows])
+    for tag in ("time/step_forward", "time/step_backward", "time/step_optimizer"):
+        assert [step for step, _ in scalars[tag]] == [1, 2, 3, 4], tag
+    assert "memory/peak_bytes" not in scalars  # no honest per-epoch measure on a CPU
+    older = ["epoch", "data_loading_s", "training_s", "epoch_s", "transfer_s", "steps", "samples",
+             "samples_per_s", "data_loading_mean_s", "training_mean_s", "epoch_mean_s", "world_size", "clock",
+             "mfu"]  # fmt: skip
+    newer = ["forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p50_s", "step_p90_s",
+             "step_max_s", "peak_memory_bytes"]  # fmt: skip
+    assert reader.fieldnames == older + newer
+    for row in rows:  # the parts add up to the training time, and a step's spread is ordered
+        parts = sum(float(row[name]) for name in ("forward_s", "backward_s", "optimizer_s", "step_other_s"))
+        assert parts == pytest.approx(float(row["training_s"]))
+        assert float(row["step_p50_s"]) <= float(row["step_p90_s"]) <= float(row["step_max_s"])
+
+
+def test_the_fit_budget_is_written_and_shown_in_tensorboard(fitted_run):
+    budget = json.loads((fitted_run / "fit_budget.json").read_text())
+    assert sum(budget["buckets"].values()) == pytest.approx(budget["fit_s"])
+    assert 2 <= len(budget["verdict"]) <= 4 and budget["status"] == "finished"
+    (event_file,) = fitted_run.glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("cifarbench/fit_budget/text_summary")
+    markdown = text.tensor_proto.string_val[0].decode()
+    assert "| startup |" in markdown and budget["verdict"][-1]["text"] in markdown
+
+
 def test_tensorboard_has_a_custom_scalars_layout_with_data_and_training_on_one_chart(fitted_run):
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
@@ -64,6 +106,9 @@ def test_tensorboard_has_a_custom_scalars_layout_with_data_and_training_on_one_c
     }
     tags = charts["data loading vs training per epoch (s)"]
     assert "^time/data_loading$" in tags and "^time/training$" in tags
+    assert charts["inside the step, per epoch (s)"] == [
+        "^time/forward$", "^time/backward$", "^time/optimizer$", "^time/step_other$"
+    ]  # fmt: skip
 
 
 def test_hparams_record_synthetic_data_and_the_config(fitted_run):

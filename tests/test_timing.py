@@ -17,22 +17,16 @@ from cifarbench.callbacks.clocks import CudaEventClock, HostClock, make_clock
 from cifarbench.data import CIFAR10DataModule, datasets, pipelines
 from cifarbench.model import ResNet18Classifier
 
-from helpers import BATCH, Delay, SleepyModule, loader
+from helpers import BATCH, Delay, SleepyModule, assert_within, loader
+
+# Timings against injected delays: one torch thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 STEPS = 8
 DATA_DELAY = 0.04  # per batch
 STEP_DELAY = 0.06
 COPY_DELAY = 0.02
 VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Idle intra-op threads take ~10 ms to wake on a 2-core machine: real, but noise next to a delay."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer:
@@ -48,12 +42,6 @@ def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer
     )
     callbacks = [timer, *kwargs.pop("callbacks", [])]
     return L.Trainer(callbacks=callbacks, **(options | kwargs))
-
-
-def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> None:
-    assert abs(measured - expected) <= tolerance * expected, (
-        f"{measured:.4f}s is not within 10% of {expected:.4f}s"
-    )
 
 
 def fit_one(

@@ -1,7 +1,9 @@
 """Clocks that put marks on a timeline and read the gaps between them later.
 
-EpochTimer marks every batch boundary, but reads the marks only once per epoch. That lets a CUDA clock
-record events asynchronously (no per-step synchronize) and a host clock read ``perf_counter`` values.
+EpochTimer marks every step boundary and phase, but reads a step's marks only once they are done: a host
+clock's at once, a CUDA clock's when ``ready`` says the GPU has passed them (a non-blocking query), and all
+of an epoch's after the one ``settle`` at its end. So a CUDA clock never synchronizes per step, and marks
+that have been read go back to a pool, which keeps memory flat however long the epoch.
 """
 
 from __future__ import annotations
@@ -13,30 +15,45 @@ import torch
 
 
 class Clock(Protocol):
-    """Marks points on a timeline; ``seconds`` is valid for marks made before the last ``settle``."""
+    """Marks points on a timeline; ``seconds`` reads ready marks (all made before the last ``settle``)."""
 
     name: str
+    reuses_marks: bool  # whether release() gives marks back for reuse (else it need not be called)
 
     def mark(self) -> Any: ...
+
+    def ready(self, mark: Any) -> bool:
+        """Whether ``mark`` can be read now, without waiting."""
+        ...
 
     def settle(self) -> None: ...
 
     def seconds(self, start: Any, end: Any) -> float: ...
+
+    def release(self, marks: list[Any]) -> None:
+        """Marks that were read and will not be read again (a CUDA clock reuses their events)."""
+        ...
 
 
 class HostClock:
     """``time.perf_counter`` marks: exact for work the host does itself (CPU training)."""
 
     name = "host"
+    reuses_marks = False  # a mark is a float: nothing to give back
+    # The C function itself: a mark is taken several times a step, and a Python frame around it costs more.
+    mark = staticmethod(time.perf_counter)
 
-    def mark(self) -> float:
-        return time.perf_counter()
+    def ready(self, mark: float) -> bool:
+        return True
 
     def settle(self) -> None:
         pass
 
     def seconds(self, start: float, end: float) -> float:
         return end - start
+
+    def release(self, marks: list[Any]) -> None:
+        pass
 
 
 class CudaSyncClock(HostClock):
@@ -62,20 +79,28 @@ class CudaEventClock:
     """
 
     name = "cuda_events"
+    reuses_marks = True
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self._free: list[torch.cuda.Event] = []
 
     def mark(self) -> torch.cuda.Event:
-        event = torch.cuda.Event(enable_timing=True)
+        event = self._free.pop() if self._free else torch.cuda.Event(enable_timing=True)
         event.record(torch.cuda.current_stream(self.device))
         return event
+
+    def ready(self, mark: torch.cuda.Event) -> bool:
+        return mark.query()
 
     def settle(self) -> None:
         torch.cuda.synchronize(self.device)
 
     def seconds(self, start: torch.cuda.Event, end: torch.cuda.Event) -> float:
         return start.elapsed_time(end) / 1000.0
+
+    def release(self, marks: list[torch.cuda.Event]) -> None:
+        self._free.extend(marks)
 
 
 def make_clock(device: torch.device, sync: bool = False) -> Clock:

@@ -1,114 +1,106 @@
-"""EpochTimer: where each training epoch's time goes (data loading vs training step), per epoch and per step.
+"""EpochTimer: where a fit's time goes, per step, per epoch and for the whole fit.
 
 Definitions (README, "Timing definitions"):
 
-- data_loading: time between the end of one training step and the start of the next (from the epoch start
-  for the first step): waiting for the batch, its host-to-device copy, and Lightning's between-step work.
-  The time in ``Strategy.batch_to_device`` (the copy, and any ``on_after_batch_transfer`` work such as the
-  gpu pipeline's augmentation) is also reported alone as ``transfer_s``.
-- training: from ``on_train_batch_start`` (batch on the device) to ``on_train_batch_end`` (after the
-  optimizer step).
-- epoch: wall time from train-epoch start to train-epoch end, with validation (and what runs with it, such as
-  checkpointing) excluded.
+- data_loading: time between the end of one training step and the start of the next (from the epoch start, or
+  the end of a pause, for the first): waiting for the batch, its host-to-device copy, and Lightning's
+  between-step work. The time in ``Strategy.batch_to_device`` (the copy, and any ``on_after_batch_transfer``
+  work such as the gpu pipeline's augmentation) is also reported alone as ``transfer_s``.
+- training: from ``on_train_batch_start`` (batch on the device) to ``on_train_batch_end`` (after the optimizer
+  step), split into forward, backward, optimizer and step_other (:mod:`cifarbench.callbacks.accounting`).
+- epoch: wall time from train-epoch start to train-epoch end, with validation and checkpointing excluded.
+- the fit budget: every second from the fit's start to its end, by bucket (start-up, sanity check, first step,
+  the step buckets, validation, checkpointing, other).
 
-On CUDA both per-step quantities are read from events recorded on the current stream and read once per
-epoch; ``sync=True`` switches to the lab's ``torch.cuda.synchronize()`` at every boundary instead.
+On CUDA the per-step quantities are read from events recorded on the current stream, read as the GPU passes
+them (no per-step synchronize); ``sync=True`` switches to the lab's ``torch.cuda.synchronize()`` at each
+mark.
+
+The hooks here only turn Lightning's calls into marks. The accounting (``accounting.py``), the outputs
+(``outputs.py``, ``table.py``) and the verdict (``verdict.py``) are apart.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.data import extract_batch_size
 from typing_extensions import override
 
+from cifarbench.callbacks.accounting import FitAccount, Phase, StepAccount, StepTimes
 from cifarbench.callbacks.clocks import Clock, make_clock, wall_time
 from cifarbench.callbacks.flops import peak_flops, training_flops_per_sample
-from cifarbench.callbacks.table import render_timing_table
+from cifarbench.callbacks.outputs import (
+    OutputGuard,
+    TimingsCsv,
+    add_budget_text,
+    add_tensorboard_layout,
+    budget_markdown,
+    epoch_metrics,
+    log_metrics,
+    step_metrics,
+    write_budget_json,
+)
+from cifarbench.callbacks.records import EpochTiming
+from cifarbench.callbacks.table import render_report
+from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, verdict
 
-
-@dataclass(frozen=True)
-class EpochTiming:
-    """One finished training epoch. Seconds are the slowest rank's; ``*_mean_s`` average over ranks."""
-
-    epoch: int
-    data_loading_s: float
-    training_s: float
-    epoch_s: float
-    transfer_s: float
-    steps: int
-    samples: int
-    samples_per_s: float
-    data_loading_mean_s: float
-    training_mean_s: float
-    epoch_mean_s: float
-    world_size: int
-    clock: str
-    mfu: float | None = None  # model FLOP utilization, when the device's peak is known
-
-
-CSV_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EpochTiming))
-
-# One TensorBoard chart with the epoch's split into data loading and training (custom-scalars plugin).
-TENSORBOARD_LAYOUT: dict[str, dict[str, list[Any]]] = {
-    "cifarbench timing": {
-        "data loading vs training per epoch (s)": [
-            "Multiline",
-            ["^time/data_loading$", "^time/training$", "^time/epoch$"],
-        ],
-        "per step (s)": ["Multiline", ["^time/step_data_loading$", "^time/step_training$"]],
-    }
-}
-
-
-@dataclass
-class _Step:
-    """The marks of one training step; read only at epoch end."""
-
-    gap_start: Any
-    start: Any
-    end: Any
-    samples: int
-    global_step: int
+BUDGET_FILENAME = "fit_budget.json"
+# Sampled steps wait for the loggers until the epoch ends: a logger's write costs far more than a step's
+# marks (TensorBoard: about 0.1 ms a scalar), and at epoch end it is not inside any step. A very long epoch
+# writes them every this many points, so memory stays bounded (about 100 bytes a point).
+CURVE_POINTS_KEPT = 2_000
+# The strategy and trainer methods EpochTimer wraps (as instance attributes) to see copies, optimizer steps
+# and checkpoint saves, which have no hooks of their own.
+_WRAPPED = (("strategy", "batch_to_device"), ("strategy", "optimizer_step"), ("trainer", "save_checkpoint"))
 
 
 @dataclass
 class _Pause:
-    """Validation inside a training epoch: excluded from the epoch's time."""
+    """Validation or a checkpoint save inside a training epoch: excluded from the epoch's time."""
 
     start_wall: float
-    end: tuple[float, Any] | None = None  # (wall time, clock mark) when validation ended
+    end: tuple[float, Any] | None = None  # (wall time, clock mark) when it ended
 
 
 class EpochTimer(Callback):
-    """Times data loading, the training step and the epoch, and logs them once per epoch.
+    """Times data loading, the training step (forward, backward, optimizer) and the epoch, and the whole fit.
+
+    Per epoch: a row in ``EpochTimer.history`` and ``<log dir>/timings.csv``, and TensorBoard scalars. At fit
+    end (also after an interrupt): the fit budget (``EpochTimer.budget``, ``<log dir>/fit_budget.json``,
+    TensorBoard text) and a verdict, printed under the tables.
 
     Args:
-        sync: on CUDA, synchronize at every step boundary (the lab's exact method) instead of reading
-            events once per epoch. Slower; for comparison.
+        sync: on CUDA, synchronize at every mark (the lab's exact method) instead of reading events as the GPU
+            passes them. Slower; for comparison.
         log_every_n_steps: per-step curves (``time/step_*``) keep every n-th step. ``None`` follows the
             Trainer's ``log_every_n_steps``.
         csv_filename: file in the run's log dir that gets one row per finished epoch; ``None`` disables it.
-        print_table: print a per-epoch table when fit ends (or is interrupted).
+        print_table: print the per-epoch table, the fit budget and the verdict when fit ends (or is
+            interrupted).
         peak_flops: the device's peak FLOP/s for MFU; ``None`` takes Lightning's table for known GPUs (no MFU
             on a CPU or an unknown device).
         flops_per_sample: training FLOPs (forward and backward) per sample for MFU; ``None`` measures them on
             a meta-device copy of the module from its ``example_input_array``.
 
+    ``advice`` (an attribute, kind -> text) is what each verdict suggests; it starts as the generic advice,
+    and a project can name its own options there (cifarbench's CLI does).
+
     Example::
 
-        trainer = L.Trainer(callbacks=[EpochTimer()])
+        timer = EpochTimer()
+        trainer = L.Trainer(callbacks=[timer])
+        timer.mark_fit_start()  # optional: lets the budget see the DataModule's setup too
         trainer.fit(model, datamodule)
-        for row in trainer.callbacks[0].history: ...
+        timer.history, timer.budget
     """
 
     def __init__(
@@ -125,23 +117,36 @@ class EpochTimer(Callback):
             raise ValueError(f"EpochTimer(log_every_n_steps={log_every_n_steps!r}) must be >= 1 or None")
         if csv_filename is not None and (not csv_filename or os.sep in csv_filename):
             raise ValueError(f"EpochTimer(csv_filename={csv_filename!r}) must be a plain file name or None")
+        for name, value in (("peak_flops", peak_flops), ("flops_per_sample", flops_per_sample)):
+            if value is not None and value <= 0:
+                raise ValueError(f"EpochTimer({name}={value!r}) must be > 0 or None")
         self.sync = sync
         self.log_every_n_steps = log_every_n_steps
         self.csv_filename = csv_filename
         self.print_table = print_table
-        for name, value in (("peak_flops", peak_flops), ("flops_per_sample", flops_per_sample)):
-            if value is not None and value <= 0:
-                raise ValueError(f"EpochTimer({name}={value!r}) must be > 0 or None")
         self.peak_flops = peak_flops
         self.flops_per_sample = flops_per_sample
+        self.advice: dict[str, str] = dict(GENERIC_ADVICE)
 
         self._history: list[EpochTiming] = []
         self._device = torch.device("cpu")
         self._clock: Clock = make_clock(self._device)
-        self._csv_path: str | None = None
+        self._steps = StepAccount(self._clock)
+        self._fit = FitAccount()
+        self._fit_start_given = False
+        self._budget: dict[str, float] = {}
+        self._verdict: list[Finding] = []
+        self._guard = OutputGuard()
+        self._log_dir: str | None = None
+        self._csv: TimingsCsv | None = None
         self._mfu_flops: tuple[float, float] | None = None  # (per sample, device peak) when both are known
+        self._every_n = 1
+        self._curve: list[StepTimes] = []  # sampled steps, waiting to be logged
         self._in_epoch = False
-        self._reset_epoch()
+        self._validating = False
+        self._pause: _Pause | None = None
+        self._paused_s = 0.0
+        self._epoch_wall_start = 0.0
 
     # ----------------------------------------------------------------------------------------- results
     @property
@@ -150,30 +155,66 @@ class EpochTimer(Callback):
         return list(self._history)
 
     @property
+    def budget(self) -> dict[str, float]:
+        """The last fit's seconds by bucket, in order (empty before a fit ends); they add up to its time."""
+        return dict(self._budget)
+
+    @property
+    def verdict(self) -> list[Finding]:
+        """What bounds the last fit and what to try next (empty before a fit ends)."""
+        return list(self._verdict)
+
+    @property
     def csv_path(self) -> str | None:
         """Where the per-epoch rows are written (set once fit starts)."""
-        return self._csv_path
+        return self._csv.path if self._csv else None
+
+    @property
+    def budget_path(self) -> str | None:
+        return os.path.join(self._log_dir, BUDGET_FILENAME) if self._log_dir else None
+
+    def mark_fit_start(self) -> None:
+        """Start the fit's clock now: call just before ``trainer.fit`` to count what Lightning runs before the
+        first callback hook (the DataModule's ``prepare_data`` and ``setup``, the logger's start) as start-up.
+        """
+        self._fit.begin(time.perf_counter())
+        self._fit_start_given = True
 
     # ------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        if not self._fit_start_given:
+            self._fit.begin(time.perf_counter())
+        self._fit_start_given = False
         self._device = trainer.strategy.root_device
         self._clock = make_clock(self._device, self.sync)
-        self._wrap_batch_to_device(trainer)
+        self._steps = StepAccount(self._clock)
+        self._budget, self._verdict = {}, []
+        self._every_n = self.log_every_n_steps or trainer.log_every_n_steps or 1
+        self._wrap(trainer)
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._unwrap_batch_to_device(trainer)
+        if stage == "fit":
+            self._end_fit(trainer, status="finished")
+        self._unwrap(trainer)
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every rank asks: Trainer.log_dir broadcasts rank 0's answer, a collective call.
-        log_dir = trainer.log_dir or trainer.default_root_dir
-        self._start_csv(log_dir)
-        self._add_tensorboard_layout(trainer)
+        self._log_dir = trainer.log_dir or trainer.default_root_dir
+        self._start_outputs(trainer)
         self._mfu_flops = self._flops_for_mfu(trainer, pl_module)
+
+    @override
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit.open("sanity_check", wall_time(self._device))
+
+    @override
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit.close("sanity_check", wall_time(self._device))
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -187,37 +228,57 @@ class EpochTimer(Callback):
             # Resumed from a mid-epoch checkpoint: Lightning skips on_train_epoch_start. The epoch's row then
             # covers the steps run since the resume (its `steps` says how many).
             self._start_epoch()
-        self._resume_if_paused(at_epoch_end=False)
-        self._step_start = self._clock.mark()
+        if self._pause is not None:
+            self._resume_if_paused(at_epoch_end=False)
+        self._steps.start_step()
+
+    @override
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        self._steps.mark(Phase.BEFORE_BACKWARD)
+
+    @override
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps.mark(Phase.AFTER_BACKWARD)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self._steps.mark(Phase.BEFORE_OPTIMIZER)
 
     @override
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        end = self._clock.mark()
-        step = _Step(self._gap_start, self._step_start, end, _batch_size(batch), trainer.global_step)
-        self._steps.append(step)
-        self._gap_start = end
+        if self._steps.end_step(_batch_size(batch), trainer.global_step):
+            self._take(trainer, self._steps.drain())
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Validation is not training time (and the sanity check runs before any epoch starts).
-        if not self._in_epoch:
-            return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if trainer.sanity_checking:
+            return  # inside the sanity check's own span
+        if self._in_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             # The epoch's training is over: record it now, so that a checkpoint saved when validation ends
             # (ModelCheckpoint's default when validation runs) already holds this epoch's timing.
             self._end_epoch(trainer)
-            return
-        self._validating = True
-        if self._pause is None:
-            self._pause = _Pause(start_wall=wall_time(self._device))
+        now = wall_time(self._device)
+        self._fit.open("validation", now)
+        if self._in_epoch:  # validation inside the epoch: the epoch's clock pauses
+            self._validating = True
+            if self._pause is None:
+                self._pause = _Pause(start_wall=now)
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        now = wall_time(self._device)
+        self._fit.close("validation", now)
         if self._validating and self._pause is not None:
             self._validating = False
-            self._pause.end = (wall_time(self._device), self._clock.mark())
+            self._pause.end = (now, self._clock.mark())
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -225,56 +286,56 @@ class EpochTimer(Callback):
             self._end_epoch(trainer)
 
     @override
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._print_table()
-
-    @override
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # The finished epochs are already in the CSV; show them too, so an interrupted run still reports.
-        self._in_epoch = False
-        self._unwrap_batch_to_device(trainer)  # Lightning skips callbacks' teardown after an exception
-        self._print_table()
+        # The finished epochs are already in the CSV; the budget and tables still come, so an interrupted run
+        # reports what it did. Lightning skips callbacks' teardown after an exception.
+        if self._in_epoch:
+            self._in_epoch = False
+            self._take(trainer, self._steps.close_epoch())
+            self._fit.add_epoch(self._steps.epoch)
+            self._write_curve(trainer)
+        self._end_fit(trainer, status="interrupted")
+        self._unwrap(trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [dataclasses.asdict(row) for row in self._history]}
+        return {"history": [row.as_row() for row in self._history]}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = [EpochTiming(**row) for row in state_dict.get("history", [])]
 
-    # ---------------------------------------------------------------------------------------- helpers
+    # ---------------------------------------------------------------------------------------- epochs
     def _start_epoch(self) -> None:
-        self._reset_epoch()
         self._in_epoch = True
-        self._epoch_wall_start = wall_time(self._device)
-        self._gap_start = self._clock.mark()
-
-    def _reset_epoch(self) -> None:
-        self._steps: list[_Step] = []
-        self._transfers: list[tuple[Any, Any]] = []
-        self._epoch_wall_start = 0.0
-        self._paused_s = 0.0
-        self._pause: _Pause | None = None
         self._validating = False
-        self._gap_start: Any = None
-        self._step_start: Any = None
+        self._pause, self._paused_s = None, 0.0
+        self._epoch_wall_start = wall_time(self._device)
+        self._fit.epoch_started(self._epoch_wall_start)
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        self._steps.start_epoch()
 
     def _end_epoch(self, trainer: L.Trainer) -> None:
         self._resume_if_paused(at_epoch_end=True)
         epoch_s = wall_time(self._device) - self._epoch_wall_start - self._paused_s
         self._in_epoch = False
-        self._clock.settle()
-        timing = self._finish_epoch(trainer, epoch_s)
+        self._take(trainer, self._steps.close_epoch())
+        self._fit.add_epoch(self._steps.epoch)
+        self._write_curve(trainer)
+        timing = self._epoch_timing(trainer, epoch_s)
         self._history.append(timing)
-        self._log(trainer, timing)
+        self._guard.run(
+            "loggers (epoch metrics)",
+            lambda: log_metrics(trainer.loggers, epoch_metrics(timing), trainer.global_step),
+        )
         self._append_csv(timing)
 
     def _resume_if_paused(self, at_epoch_end: bool) -> None:
-        """End a mid-epoch validation pause where validation ended: the next batch is fetched after it, and
-        that counts as data loading. At epoch end (a fallback: epochs normally end at validation start), now.
+        """End a pause where it ended: the next batch is fetched after it, and that counts as data loading.
+        At epoch end (a fallback: epochs normally end at validation start), now.
         """
         if self._pause is None:
             return
@@ -283,48 +344,35 @@ class EpochTimer(Callback):
         else:
             end_wall, end_mark = self._pause.end
         self._paused_s += end_wall - self._pause.start_wall
-        self._gap_start = end_mark
+        self._steps.restart_gap(end_mark)
         self._pause = None
 
-    def _flops_for_mfu(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, float] | None:
-        peak = self.peak_flops or peak_flops(trainer)
-        if peak is None:
-            return None  # measuring FLOPs would be wasted work
-        per_sample = self.flops_per_sample or training_flops_per_sample(pl_module)
-        return (per_sample, peak) if per_sample else None
+    def _take(self, trainer: L.Trainer, steps: list[StepTimes]) -> None:
+        """Steps just read: the fit's first is kept apart, the sampled ones wait for the per-step curves."""
+        if not steps:
+            return
+        self._fit.saw_step(steps[0])
+        if trainer.loggers:
+            self._curve.extend(step for step in steps if step.global_step % self._every_n == 0)
+            if len(self._curve) >= CURVE_POINTS_KEPT:
+                self._write_curve(trainer)
 
-    def _wrap_batch_to_device(self, trainer: L.Trainer) -> None:
-        """Time the host-to-device copy of training batches, which Lightning does just before the step."""
-        strategy = trainer.strategy
-        if "batch_to_device" in vars(strategy):
-            return  # already wrapped (setup runs again for a second fit on the same Trainer)
-        original = strategy.batch_to_device
+    def _write_curve(self, trainer: L.Trainer) -> None:
+        """The sampled steps to the loggers, at epoch end (or sooner, when CURVE_POINTS_KEPT are waiting)."""
+        points, self._curve = self._curve, []
+        if points and trainer.loggers:
+            self._guard.run("loggers (per-step curves)", lambda: _log_steps(trainer, points))
 
-        def timed_batch_to_device(*args: Any, **kwargs: Any) -> Any:
-            if not self._in_epoch or self._validating:
-                return original(*args, **kwargs)
-            start = self._clock.mark()
-            batch = original(*args, **kwargs)
-            self._transfers.append((start, self._clock.mark()))
-            return batch
-
-        strategy.batch_to_device = timed_batch_to_device
-
-    @staticmethod
-    def _unwrap_batch_to_device(trainer: L.Trainer) -> None:
-        if "batch_to_device" in vars(trainer.strategy):
-            del trainer.strategy.batch_to_device  # drops the instance attribute, exposing the method again
-
-    def _finish_epoch(self, trainer: L.Trainer, epoch_s: float) -> EpochTiming:
-        seconds = self._clock.seconds
-        data_loading_s = sum(seconds(step.gap_start, step.start) for step in self._steps)
-        training_s = sum(seconds(step.start, step.end) for step in self._steps)
-        transfer_s = sum(seconds(start, end) for start, end in self._transfers)
-        samples = sum(step.samples for step in self._steps)
-        slowest, mean, total_samples = _reduce_over_ranks(
-            trainer, [data_loading_s, training_s, epoch_s, transfer_s], samples
-        )
-        samples_per_s = total_samples / slowest[2] if slowest[2] > 0 else 0.0
+    def _epoch_timing(self, trainer: L.Trainer, epoch_s: float) -> EpochTiming:
+        totals, spread = self._steps.epoch, self._steps.spread
+        peak_memory = torch.cuda.max_memory_allocated(self._device) if self._device.type == "cuda" else None
+        seconds = [
+            totals.data_loading_s, totals.training_s, epoch_s, totals.transfer_s, totals.forward_s,
+            totals.backward_s, totals.optimizer_s, totals.step_other_s, spread.quantile(0.5),
+            spread.quantile(0.9), spread.max, float(peak_memory or 0),
+        ]  # fmt: skip
+        slowest, mean, samples = _reduce_over_ranks(trainer, seconds, totals.samples)
+        samples_per_s = samples / slowest[2] if slowest[2] > 0 else 0.0
         mfu = None
         if self._mfu_flops is not None:
             per_sample, peak = self._mfu_flops
@@ -335,8 +383,8 @@ class EpochTimer(Callback):
             training_s=slowest[1],
             epoch_s=slowest[2],
             transfer_s=slowest[3],
-            steps=len(self._steps),
-            samples=total_samples,
+            steps=totals.steps,
+            samples=samples,
             samples_per_s=samples_per_s,
             data_loading_mean_s=mean[0],
             training_mean_s=mean[1],
@@ -344,75 +392,135 @@ class EpochTimer(Callback):
             world_size=trainer.world_size,
             clock=self._clock.name,
             mfu=mfu,
+            forward_s=slowest[4],
+            backward_s=slowest[5],
+            optimizer_s=slowest[6],
+            step_other_s=slowest[7],
+            step_p50_s=slowest[8],
+            step_p90_s=slowest[9],
+            step_max_s=slowest[10],
+            peak_memory_bytes=int(slowest[11]) if peak_memory is not None else None,
         )
 
-    def _log(self, trainer: L.Trainer, timing: EpochTiming) -> None:
-        if not trainer.loggers:
+    # ------------------------------------------------------------------------------------------ fit end
+    def _end_fit(self, trainer: L.Trainer, status: str) -> None:
+        if not self._fit.begun:
             return
-        epoch_metrics = {
-            "time/data_loading": timing.data_loading_s,
-            "time/training": timing.training_s,
-            "time/epoch": timing.epoch_s,
-            "time/transfer": timing.transfer_s,
-            "throughput/samples_per_s": timing.samples_per_s,
-        }
-        if timing.mfu is not None:
-            epoch_metrics["throughput/mfu"] = timing.mfu
-        if timing.world_size > 1:
-            epoch_metrics |= {
-                "time/data_loading_mean": timing.data_loading_mean_s,
-                "time/training_mean": timing.training_mean_s,
-                "time/epoch_mean": timing.epoch_mean_s,
-            }
-        every_n = self.log_every_n_steps or trainer.log_every_n_steps
-        seconds = self._clock.seconds
-        for logger in trainer.loggers:
-            # At the global step, like every other Lightning metric: loggers that need increasing steps (W&B)
-            # would drop points logged at the epoch number.
-            logger.log_metrics(epoch_metrics, step=trainer.global_step)
-            for step in self._steps:
-                if step.global_step % every_n == 0:
-                    step_metrics = {
-                        "time/step_data_loading": seconds(step.gap_start, step.start),
-                        "time/step_training": seconds(step.start, step.end),
-                    }
-                    logger.log_metrics(step_metrics, step=step.global_step)
-            logger.save()
+        self._budget = self._fit.budget(wall_time(self._device))
+        self._verdict = verdict(self._budget, self._fit.steps.transfer_s, self.advice)
+        self._fit.reset()
+        self._report(trainer, status)
 
     @rank_zero_only
-    def _start_csv(self, log_dir: str) -> None:
-        """(Re)write the CSV with the rows known so far: none, or those restored from a checkpoint."""
-        if self.csv_filename is None:
-            return
-        os.makedirs(log_dir, exist_ok=True)
-        self._csv_path = os.path.join(log_dir, self.csv_filename)
-        with open(self._csv_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(dataclasses.asdict(row) for row in self._history)
+    def _report(self, trainer: L.Trainer, status: str) -> None:
+        if self.budget_path is not None:
+            path = self.budget_path
+            self._guard.run(
+                path, lambda: write_budget_json(path, self._budget, self._verdict, status, self._clock.name)
+            )
+        markdown = budget_markdown(self._budget, self._verdict)
+        self._guard.run(
+            "loggers (fit budget text)",
+            lambda: add_budget_text(trainer.loggers, markdown, trainer.global_step),
+        )
+        if self.print_table:
+            render_report(self._history, self._budget, self._verdict, self._clock.name)
+
+    # ------------------------------------------------------------------------------------------ outputs
+    @rank_zero_only
+    def _start_outputs(self, trainer: L.Trainer) -> None:
+        """(Re)write the CSV with the rows known so far (none, or those restored from a checkpoint)."""
+        if self.csv_filename is not None and self._log_dir is not None:
+            csv_file = self._csv = TimingsCsv(os.path.join(self._log_dir, self.csv_filename))
+            self._guard.run(csv_file.path, lambda: csv_file.write_all(self._history))
+        self._guard.run("TensorBoard layout", lambda: add_tensorboard_layout(trainer.loggers))
 
     @rank_zero_only
     def _append_csv(self, timing: EpochTiming) -> None:
-        if self._csv_path is None:
-            return
-        with open(self._csv_path, "a", newline="") as file:
-            csv.DictWriter(file, fieldnames=CSV_FIELDS).writerow(dataclasses.asdict(timing))
-            file.flush()
-            os.fsync(file.fileno())
+        csv_file = self._csv
+        if csv_file is not None:
+            self._guard.run(csv_file.path, lambda: csv_file.append(timing, self._history))
 
-    @rank_zero_only
-    def _add_tensorboard_layout(self, trainer: L.Trainer) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_custom_scalars(TENSORBOARD_LAYOUT)
+    def _flops_for_mfu(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, float] | None:
+        peak = self.peak_flops or peak_flops(trainer)
+        if peak is None:
+            return None  # measuring FLOPs would be wasted work
+        per_sample = self.flops_per_sample or training_flops_per_sample(pl_module)
+        return (per_sample, peak) if per_sample else None
 
-    @rank_zero_only
-    def _print_table(self) -> None:
-        if self.print_table and self._history:
-            render_timing_table(self._history)
+    # ------------------------------------------------------------------------- copies, optimizer steps, saves
+    def _wrap(self, trainer: L.Trainer) -> None:
+        """See what has no hook: the copy of each training batch to the device, the end of every optimizer
+        step, and every checkpoint save. Each is an instance attribute over the method, removed in teardown.
+        """
+        wrappers: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+            "batch_to_device": self._timed_transfer,
+            "optimizer_step": self._marked_optimizer_step,
+            "save_checkpoint": self._timed_save,
+        }
+        for owner_name, method in _WRAPPED:
+            owner = trainer if owner_name == "trainer" else trainer.strategy
+            if method not in vars(owner):  # not already wrapped (setup runs again for a second fit)
+                setattr(owner, method, wrappers[method](getattr(owner, method)))
+
+    @staticmethod
+    def _unwrap(trainer: L.Trainer) -> None:
+        for owner_name, method in _WRAPPED:
+            owner = trainer if owner_name == "trainer" else trainer.strategy
+            if method in vars(owner):
+                delattr(owner, method)  # drops the instance attribute, exposing the method again
+
+    def _timed_transfer(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_batch_to_device(*args: Any, **kwargs: Any) -> Any:
+            if not self._in_epoch or self._validating:
+                return original(*args, **kwargs)
+            start = self._clock.mark()
+            batch = original(*args, **kwargs)
+            self._steps.add_transfer(start, self._clock.mark())
+            return batch
+
+        return timed_batch_to_device
+
+    def _marked_optimizer_step(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def marked_optimizer_step(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            self._steps.mark(Phase.AFTER_OPTIMIZER)
+            return result
+
+        return marked_optimizer_step
+
+    def _timed_save(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_save_checkpoint(*args: Any, **kwargs: Any) -> Any:
+            start = wall_time(self._device)
+            # Inside a training epoch, the epoch's clock pauses as for validation: a save right after
+            # mid-epoch validation extends that pause, so the next batch's wait starts after the save.
+            pauses = self._in_epoch and not self._validating
+            if pauses and self._pause is None:
+                self._pause = _Pause(start_wall=start)
+            self._fit.open("checkpointing", start)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                end = wall_time(self._device)
+                self._fit.close("checkpointing", end)
+                if pauses and self._pause is not None:
+                    self._pause.end = (end, self._clock.mark())
+
+        return timed_save_checkpoint
+
+
+def _log_steps(trainer: L.Trainer, steps: list[StepTimes]) -> None:
+    for step in steps:
+        log_metrics(trainer.loggers, step_metrics(step), step.global_step)
 
 
 def _batch_size(batch: Any) -> int:
+    # The common (inputs, targets) batch is read directly: extract_batch_size walks the whole structure, a few
+    # microseconds a step that the overhead budget does not have.
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        shape = batch[0].shape
+        if shape:
+            return shape[0]
     try:
         return extract_batch_size(batch)
     except Exception:  # a batch with no tensor in it: count the step, not its samples

@@ -32,6 +32,22 @@ LAB_MAX_EPOCHS = 5
 DEFAULT_SEED = 0
 
 
+# What each verdict suggests, in this CLI's options (EpochTimer's defaults are generic Lightning advice).
+ADVICE: dict[str, str] = {
+    "input_bound": "more workers (--data.num_workers N, or auto), --data.persistent_workers true, or batches "
+    "built whole: --data.pipeline tensor, or gpu",
+    "transfer_bound": "--data.pipeline gpu (the training set goes to the GPU once) or --data.pin_memory true",
+    "validation_heavy": "--trainer.check_val_every_n_epoch N or --trainer.limit_val_batches",
+    "checkpoint_heavy": "--trainer.enable_checkpointing false for profiling runs, or a ModelCheckpoint that "
+    "saves less often (--trainer.callbacks)",
+    "first_step_heavy": "more epochs (--trainer.max_epochs) to amortise it, or --model.compile null if short",
+    "startup_heavy": "more epochs (--trainer.max_epochs) to amortise it; fewer --data.num_workers start fast",
+    "optimizer_heavy": "a fused optimizer: --optimizer.fused true (CUDA), or --optimizer.foreach true",
+    "compute_bound": "--config fast (bf16-mixed, channels_last, torch.compile, batch 512) on a GPU, or "
+    "--trainer.precision bf16-mixed --model.channels_last true",
+}
+
+
 class CifarbenchCLI(LightningCLI):
     """LightningCLI whose defaults are the lab's recipe, with EpochTimer always attached (``--timer.*``)."""
 
@@ -68,6 +84,11 @@ class CifarbenchCLI(LightningCLI):
         self.trainer.callbacks.append(StopOnInterrupt())
         if self._wants_worker_tuner():
             self.trainer.callbacks.append(WorkerTuner())
+        for timer in self._timers():
+            timer.advice.update(ADVICE)
+
+    def _timers(self) -> list[EpochTimer]:
+        return [callback for callback in self.trainer.callbacks if isinstance(callback, EpochTimer)]
 
     def _wants_worker_tuner(self) -> bool:
         datamodule = self.datamodule
@@ -99,6 +120,8 @@ class CifarbenchCLI(LightningCLI):
                 warnings.filterwarnings(
                     "ignore", message=r"The 'train_dataloader' does not have many workers"
                 )
+            for timer in self._timers():
+                timer.mark_fit_start()  # the budget then holds the DataModule's setup and the logger's start
             self.trainer.fit(model, **kwargs)
 
 

@@ -40,8 +40,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         synthetic: use this many learnable synthetic training images instead of CIFAR-10 (the test split gets
             a fifth as many). Never chosen silently.
         pipeline: how training batches are made: ``torchvision`` (the lab's PIL transforms in workers),
-            ``tensor`` (batched torch augmentation on the CPU) or ``gpu`` (batched augmentation on the training
-            device); see :mod:`cifarbench.data.pipelines`.
+            ``tensor`` (batched torch augmentation on the CPU) or ``gpu`` (batched augmentation on the
+            training device); see :mod:`cifarbench.data.pipelines`.
         seed: the ``tensor`` and ``gpu`` pipelines shuffle each epoch with ``seed + epoch``. (``torchvision``
             keeps the lab's DataLoader shuffle, seeded by ``--seed_everything``.)
     """
@@ -102,7 +102,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.num_workers == "auto" and not self.training_pipeline.trains_in_workers:
             # Its training loader always runs in the main process: there is nothing for WorkerTuner to time.
-            notice(f"--data.pipeline {self.pipeline} loads in the main process: --data.num_workers auto is 0.", logging.INFO)
+            notice(
+                f"--data.pipeline {self.pipeline} loads in the main process: --data.num_workers auto is 0.",
+                logging.INFO,
+            )
             self.num_workers = 0
         if stage == "fit" and self.train_set is None:
             self.train_set = self.training_pipeline.train_dataset(*self._read_split(train=True))
@@ -113,8 +116,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.num_workers == "auto":
             raise ConfigError(
                 "CIFAR10DataModule(num_workers='auto') needs WorkerTuner to pick the count when Trainer.fit "
-                "starts: Trainer(callbacks=[WorkerTuner()]) (from cifarbench.callbacks; `python -m cifarbench "
-                "fit` adds it for you), or pass a number (e.g. --data.num_workers 4)"
+                "starts: Trainer(callbacks=[WorkerTuner()]) (from cifarbench.callbacks; `python -m "
+                "cifarbench fit` adds it for you), or pass a number (e.g. --data.num_workers 4)"
             )
         return self.num_workers
 

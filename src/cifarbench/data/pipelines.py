@@ -1,4 +1,4 @@
-"""Training pipelines: how a training batch is made. One class each, registered under its ``--data.pipeline`` name.
+"""Training pipelines: how a training batch is made. One class each, registered by ``--data.pipeline`` name.
 
 - ``torchvision`` (the lab's): per-sample PIL transforms in DataLoader workers.
 - ``tensor``: the split held once as a uint8 tensor; each batch is cropped, flipped and normalised in torch on
@@ -176,7 +176,9 @@ class GpuPipeline(Pipeline):
         """The padded uint8 training set on ``device``, copied there once per fit (the airbench approach)."""
         if self.device_set is None or self.device_set[0].device != device:
             if self.train_set is None:
-                raise RuntimeError("GpuPipeline: no training set to copy; CIFAR10DataModule.setup('fit') first")
+                raise RuntimeError(
+                    "GpuPipeline: no training set to copy; CIFAR10DataModule.setup('fit') first"
+                )
             scale, shift = normalization_affine(CIFAR10_MEAN, CIFAR10_STD, device)
             self.device_set = (self.train_set.padded.to(device), scale, shift)
         return self.device_set

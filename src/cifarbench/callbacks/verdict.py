@@ -1,0 +1,129 @@
+"""What bounds a run, and what to try next: rules over the fit budget, each with a named threshold.
+
+A verdict is a summary line (where the fit's time went) and one to three findings, the largest first; when no
+rule fires, the run is compute-bound. Each finding names its evidence (seconds and share) and the fix: the
+generic advice here, or, in cifarbench's own CLI, the option to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+# Waiting for data (beyond the copy) >= 20% of the training epochs: at that level a faster pipeline shortens
+# the epoch by a fifth or more, more than any step setting would, and timing noise on a 2-core machine
+# (1-3% here) cannot fake it.
+INPUT_BOUND_SHARE = 0.20
+# Copies to the device >= 10% of the training epochs: a copy is pure overhead (no work is done), so a tenth is
+# worth removing; pinned memory or a device-resident set removes most of it.
+TRANSFER_BOUND_SHARE = 0.10
+# Validation >= 25% of the fit: a quarter of the wall time not training means validating less often is the
+# cheapest speed-up there is, at no cost to what is learned.
+VALIDATION_HEAVY_SHARE = 0.25
+# Checkpointing >= 10% of the fit: saving is I/O that trains nothing; a tenth is more than a run needs.
+CHECKPOINT_HEAVY_SHARE = 0.10
+# The first step >= 20% of the fit: compilation and autotuning, paid once; in a run this short, the other
+# steps cannot be judged against it, and a longer run (or no compile) changes the picture.
+FIRST_STEP_HEAVY_SHARE = 0.20
+# Start-up >= 30% of the fit: reading data, moving the model, starting workers, paid once per fit; above a
+# third, the run is too short for its epochs to say much.
+STARTUP_HEAVY_SHARE = 0.30
+# The optimizer >= 30% of the training steps: for ResNet-18 it is a few percent (one pass over the weights
+# against many over the activations); a third means per-parameter Python loops or a heavy optimizer.
+OPTIMIZER_HEAVY_SHARE = 0.30
+
+GENERIC_ADVICE: dict[str, str] = {
+    "input_bound": "more DataLoader workers (num_workers), persistent_workers=True, or batched augmentation "
+    "on the GPU",
+    "transfer_bound": "pin_memory=True in the DataLoader, or keep the dataset on the GPU",
+    "validation_heavy": "validate less often: Trainer(check_val_every_n_epoch=N) or limit_val_batches",
+    "checkpoint_heavy": "save less often (ModelCheckpoint(every_n_epochs=N)) or weights only",
+    "first_step_heavy": "it is paid once: judge speed on a longer run; leave torch.compile out of short ones",
+    "startup_heavy": "it is paid once per fit: a longer run amortises it; fewer or persistent workers start "
+    "faster",
+    "optimizer_heavy": "a fused or foreach optimizer (e.g. torch.optim.AdamW(..., fused=True) on CUDA)",
+    "compute_bound": "bf16-mixed precision, channels_last, torch.compile, or a larger batch",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    text: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def verdict(
+    budget: Mapping[str, float], transfer_s: float, advice: Mapping[str, str] | None = None
+) -> list[Finding]:
+    """Two to four findings for a fit budget (see :data:`cifarbench.callbacks.accounting.BUCKETS`).
+
+    ``transfer_s`` is the time in host-to-device copies (part of data loading); ``advice`` replaces
+    :data:`GENERIC_ADVICE` per kind.
+    """
+    fit_s = sum(budget.values())
+    if fit_s <= 0:
+        return []
+    tips = {**GENERIC_ADVICE, **(advice or {})}
+    epochs_s = sum(budget[name] for name in _STEP_BUCKETS)
+    training_s = sum(budget[name] for name in ("forward", "backward", "optimizer", "step_other"))
+    waiting_s = max(0.0, budget["data_loading"] - transfer_s)
+    candidates: list[tuple[str, float, float, float, Callable[[float, float], str]]] = [
+        # kind, seconds, share, threshold, what the evidence says
+        ("input_bound", waiting_s, _share(waiting_s, epochs_s), INPUT_BOUND_SHARE,
+         lambda s, p: f"input-bound: the loop waited {s:.2f} s for data, {p:.0%} of the training epochs"),
+        ("transfer_bound", transfer_s, _share(transfer_s, epochs_s), TRANSFER_BOUND_SHARE,
+         lambda s, p: f"transfer-bound: copies to the device took {s:.2f} s, {p:.0%} of the training epochs"),
+        ("validation_heavy", budget["validation"], _share(budget["validation"], fit_s),
+         VALIDATION_HEAVY_SHARE,
+         lambda s, p: f"validation-heavy: validation took {s:.2f} s, {p:.0%} of the fit"),
+        ("checkpoint_heavy", budget["checkpointing"], _share(budget["checkpointing"], fit_s),
+         CHECKPOINT_HEAVY_SHARE, lambda s, p: f"checkpoint-heavy: saving took {s:.2f} s, {p:.0%} of the fit"),
+        ("first_step_heavy", budget["first_step"], _share(budget["first_step"], fit_s),
+         FIRST_STEP_HEAVY_SHARE,
+         lambda s, p: f"first-step-heavy: the first training step (compilation, autotuning) took {s:.2f} s, "
+         f"{p:.0%} of the fit"),
+        ("startup_heavy", budget["startup"], _share(budget["startup"], fit_s), STARTUP_HEAVY_SHARE,
+         lambda s, p: f"start-up-heavy: start-up (setup, device moves, loader start) took {s:.2f} s, "
+         f"{p:.0%} of the fit"),
+        ("optimizer_heavy", budget["optimizer"], _share(budget["optimizer"], training_s),
+         OPTIMIZER_HEAVY_SHARE,
+         lambda s, p: f"optimizer-heavy: optimizer steps took {s:.2f} s, {p:.0%} of the training steps"),
+    ]  # fmt: skip
+    fired = sorted(
+        (candidate for candidate in candidates if candidate[2] >= candidate[3]),
+        key=lambda c: c[1],
+        reverse=True,
+    )
+    findings = [Finding("summary", _summary(budget, fit_s))]
+    for kind, seconds, share, _, evidence in fired[:3]:
+        findings.append(Finding(kind, f"{evidence(seconds, share)}. Try {tips[kind]}."))
+    if not fired:
+        step_share = _share(training_s + budget["first_step"], fit_s)
+        forward, backward = _share(budget["forward"], training_s), _share(budget["backward"], training_s)
+        findings.append(
+            Finding(
+                "compute_bound",
+                f"compute-bound: training steps are {step_share:.0%} of the fit (forward {forward:.0%}, "
+                f"backward {backward:.0%} of them) and nothing else stands out; nothing to fix in the input "
+                f"pipeline. To make the step itself faster, try {tips['compute_bound']}.",
+            )
+        )
+    return findings
+
+
+_STEP_BUCKETS = ("first_step", "data_loading", "forward", "backward", "optimizer", "step_other")
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
+
+
+def _summary(budget: Mapping[str, float], fit_s: float) -> str:
+    largest = sorted(budget.items(), key=lambda item: item[1], reverse=True)[:3]
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {seconds:.2f} s ({seconds / fit_s:.0%})" for name, seconds in largest
+    )
+    return f"fit {fit_s:.2f} s; largest: {parts}"

@@ -1,0 +1,234 @@
+"""Inside the step and around it: injected, known delays in the forward, the backward, the optimizer, setup,
+validation and checkpoint saves, recovered by EpochTimer's phases and fit budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.accounting import BUCKETS
+
+from helpers import Delay, SleepyModule, SlowBackward, SlowCheckpointIO, SlowSGD, assert_within, loader
+
+# Timings against injected delays: one torch thread (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+STEPS = 8
+FORWARD, BACKWARD, OPTIMIZER = 0.03, 0.02, 0.02  # per step
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_process(tmp_path_factory):
+    """One small fit first: the first forward and backward in a process pay one-off initialisation (about 25
+    ms here), which is real work but would blur a comparison with the injected delays."""
+    for precision in ("32-true", "bf16-mixed"):
+        trainer(tmp_path_factory.mktemp("warm"), EpochTimer(print_table=False), precision=precision).fit(
+            SleepyModule(backward_delay=0.001, optimizer_delay=0.001), loader(0.0, steps=2)
+        )
+
+
+def trainer(tmp_path, timer: EpochTimer, **kwargs) -> L.Trainer:
+    options = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(callbacks=[timer, *kwargs.pop("callbacks", [])], **(options | kwargs))
+
+
+def phased_module() -> SleepyModule:
+    return SleepyModule(step_delay=FORWARD, backward_delay=BACKWARD, optimizer_delay=OPTIMIZER)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_phases_recover_the_forward_backward_and_optimizer_delays(tmp_path, precision):
+    module, timer = phased_module(), EpochTimer(print_table=False)
+    trainer(tmp_path, timer, precision=precision).fit(module, loader(0.0, steps=STEPS))
+    (epoch,) = timer.history
+    assert_within(epoch.forward_s, module.step_delay.total)
+    assert_within(epoch.backward_s, module.backward_delay.total)
+    assert_within(epoch.optimizer_s, module.optimizer_delay.total)
+    assert epoch.step_other_s < 0.1 * BACKWARD * STEPS
+    assert epoch.forward_s + epoch.backward_s + epoch.optimizer_s + epoch.step_other_s == pytest.approx(
+        epoch.training_s
+    )
+
+
+def test_gradient_accumulation_has_optimizer_time_only_in_the_steps_that_step(tmp_path):
+    module, timer = phased_module(), EpochTimer(print_table=False)
+    trainer(tmp_path, timer, accumulate_grad_batches=2).fit(module, loader(0.0, steps=STEPS))
+    (epoch,) = timer.history
+    assert module.optimizer_delay.total == pytest.approx(STEPS / 2 * OPTIMIZER, rel=0.5)  # every other batch
+    assert_within(epoch.optimizer_s, module.optimizer_delay.total)
+    assert_within(epoch.backward_s, module.backward_delay.total)
+    assert_within(epoch.forward_s, module.step_delay.total)
+
+
+class TwoOptimizers(L.LightningModule):
+    """Manual optimization, GAN-style: forward, backward and step of one network, then of the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.first, self.second = nn.Linear(8, 2), nn.Linear(8, 2)
+        self.forward_delay, self.second_forward_delay = Delay(FORWARD), Delay(FORWARD / 2)
+        self.backward_delay, self.optimizer_delay = Delay(BACKWARD), Delay(OPTIMIZER)
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets = batch
+        first_optimizer, second_optimizer = self.optimizers()
+        for network, optimizer, forward_delay in (
+            (self.first, first_optimizer, self.forward_delay),
+            (self.second, second_optimizer, self.second_forward_delay),
+        ):
+            forward_delay()
+            loss = nn.functional.cross_entropy(network(inputs), targets)
+            self.manual_backward(SlowBackward.apply(loss, self.backward_delay))
+            optimizer.step()
+            optimizer.zero_grad()
+
+    def configure_optimizers(self):
+        return [SlowSGD(network.parameters(), self.optimizer_delay) for network in (self.first, self.second)]
+
+
+def test_manual_optimization_with_two_optimizers_sums_backwards_and_optimizer_steps(tmp_path):
+    module, timer = TwoOptimizers(), EpochTimer(print_table=False)
+    trainer(tmp_path, timer).fit(module, loader(0.0, steps=STEPS))
+    (epoch,) = timer.history
+    assert_within(epoch.forward_s, module.forward_delay.total)  # the first forward of each step
+    assert_within(epoch.backward_s, module.backward_delay.total)  # both backwards
+    assert_within(epoch.optimizer_s, module.optimizer_delay.total)  # both optimizer steps
+    assert_within(epoch.step_other_s, module.second_forward_delay.total)  # the second network's forward
+
+
+def test_the_fit_budget_recovers_every_injected_delay_and_adds_up_to_the_fit(tmp_path):
+    module = SleepyModule(
+        step_delay=FORWARD,
+        backward_delay=BACKWARD,
+        optimizer_delay=OPTIMIZER,
+        val_delay=0.05,
+        setup_delay=0.5,
+        first_step_delay=0.3,
+    )
+    train, saves = loader(0.02, steps=STEPS), SlowCheckpointIO(0.15)
+    timer = EpochTimer(print_table=False)
+    fit = trainer(
+        tmp_path, timer, max_epochs=2, num_sanity_val_steps=2, limit_val_batches=2, enable_checkpointing=True,
+        plugins=[saves],
+    )  # fmt: skip
+    start = time.perf_counter()
+    fit.fit(module, train, loader(0.0, steps=2))
+    wall_s = time.perf_counter() - start
+
+    budget = timer.budget
+    assert list(budget) == list(BUCKETS)
+    assert_within(sum(budget.values()), wall_s, tolerance=0.02)
+    first_step = 0.3 + FORWARD + BACKWARD + OPTIMIZER
+    sleeps_after_first = {
+        "forward": module.step_delay.total - FORWARD,
+        "backward": module.backward_delay.total - BACKWARD,
+        "optimizer": module.optimizer_delay.total - OPTIMIZER,
+    }
+    assert_within(budget["startup"], module.setup_delay.total)
+    assert_within(budget["sanity_check"], 2 * 0.05)
+    assert_within(budget["first_step"], first_step)
+    for bucket, slept in sleeps_after_first.items():
+        assert_within(budget[bucket], slept)
+    assert_within(budget["data_loading"], train.dataset.delay.total)
+    assert_within(budget["validation"], module.val_delay.total - 2 * 0.05)  # two epochs of 2 batches
+    assert_within(budget["checkpointing"], saves.delay.total)
+    assert saves.delay.total >= 2 * 0.15  # a save per epoch
+
+    document = json.loads((tmp_path / "fit_budget.json").read_text())
+    assert document["buckets"] == pytest.approx(budget)
+    assert document["fit_s"] == pytest.approx(sum(budget.values()))
+    assert document["status"] == "finished" and document["verdict"][0]["kind"] == "summary"
+
+
+class SlowSetupData(L.LightningDataModule):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.delay = Delay(seconds)
+
+    def setup(self, stage: str) -> None:
+        self.delay()
+
+    def train_dataloader(self):
+        return loader(0.0, steps=2)
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["fit-start-marked", "from-the-first-hook"])
+def test_a_slow_datamodule_setup_is_start_up_when_the_fit_start_is_marked(tmp_path, marked):
+    """Lightning runs DataModule.setup before any callback hook: only a marked fit start shows it."""
+    timer, data = EpochTimer(print_table=False), SlowSetupData(0.4)
+    fit = trainer(tmp_path, timer)
+    if marked:
+        timer.mark_fit_start()
+    fit.fit(SleepyModule(), datamodule=data)
+    if marked:
+        assert_within(timer.budget["startup"], data.delay.total)
+    else:
+        assert timer.budget["startup"] < 0.1 * data.delay.total
+
+
+def test_an_interrupted_fit_still_writes_its_budget(tmp_path):
+    class Crash(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                raise RuntimeError("boom")
+
+    module, timer = SleepyModule(step_delay=FORWARD), EpochTimer(print_table=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path, timer, max_epochs=3, callbacks=[Crash()]).fit(module, loader(0.0, steps=4))
+    document = json.loads((tmp_path / "fit_budget.json").read_text())
+    assert document["status"] == "interrupted"
+    assert [epoch.epoch for epoch in timer.history] == [0]  # epoch 1 did not finish
+    # Every step that ran, the unfinished epoch's three included, is in the budget.
+    steps_s = sum(document["buckets"][name] for name in ("first_step", "forward", "step_other"))
+    assert_within(steps_s, module.step_delay.total, tolerance=0.2)
+    assert module.step_delay.total == pytest.approx(7 * FORWARD, rel=0.3)
+
+
+def test_step_percentiles_and_the_slowest_step_come_from_the_steps(tmp_path):
+    """One slow step in eight: p50 is a usual step, p90 and the max are the slow one (plus its loading)."""
+
+    class OneSlowStep(SleepyModule):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 5:
+                time.sleep(0.2)
+            return super().training_step(batch, batch_idx)
+
+    timer = EpochTimer(print_table=False)
+    trainer(tmp_path, timer).fit(OneSlowStep(step_delay=FORWARD), loader(0.01, steps=STEPS))
+    (epoch,) = timer.history
+    assert_within(epoch.step_p50_s, FORWARD + 0.01, tolerance=0.15)
+    assert_within(epoch.step_max_s, 0.2 + FORWARD + 0.01, tolerance=0.1)
+    assert epoch.step_p90_s == pytest.approx(epoch.step_max_s, rel=0.02)  # nearest rank of 8: the 8th
+    assert epoch.peak_memory_bytes is None  # no honest per-epoch measure on a CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_event_and_synchronized_phases_agree(tmp_path):
+    epochs = []
+    for sync in (False, True):
+        timer = EpochTimer(sync=sync, print_table=False)
+        trainer(tmp_path / str(sync), timer, accelerator="gpu").fit(
+            phased_module(), loader(0.01, steps=STEPS)
+        )
+        epochs.append(timer.history[0])
+    events, synced = epochs
+    assert events.clock == "cuda_events" and synced.clock == "cuda_sync"
+    for name in ("forward_s", "backward_s", "optimizer_s", "training_s", "data_loading_s"):
+        assert_within(getattr(events, name), getattr(synced, name), tolerance=0.05)
+    assert events.peak_memory_bytes and events.peak_memory_bytes > 0
