@@ -12,17 +12,26 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cifarbench.commands import fit, inspect, lab
-from cifarbench.commands.parsing import explain
 from cifarbench.errors import CifarbenchError
-from cifarbench.quiet import configure_console
+
+try:  # the command line is the [cli] extra; `pip install cifarbench` alone is the reusable callbacks
+    from jsonargparse import ArgumentError
+
+    from cifarbench.commands import compare, fit, inspect, lab
+    from cifarbench.commands.parsing import explain
+    from cifarbench.quiet import configure_console
+
+    MISSING_EXTRA: str | None = None
+except ModuleNotFoundError as missing:
+    MISSING_EXTRA = missing.name
 
 # Verb -> the module that runs it; each has SUMMARY and main(argv), which raises instead of exiting.
-VERBS: dict[str, ModuleType] = {"fit": fit, "lab": lab, "inspect": inspect}
+VERBS: dict[str, ModuleType] = (
+    {"fit": fit, "lab": lab, "inspect": inspect, "compare": compare} if MISSING_EXTRA is None else {}
+)
 # LightningCLI's other subcommands share fit's parser and defaults.
 LIGHTNING_VERBS = ("validate", "test", "predict")
 
@@ -51,6 +60,13 @@ def _verb(argv: list[str]) -> Callable[[list[str]], object]:
 def main(args: list[str] | None = None) -> None:
     """Run ``python -m cifarbench ARGS`` (``args`` for in-process use; default ``sys.argv[1:]``)."""
     argv = sys.argv[1:] if args is None else list(args)
+    if MISSING_EXTRA is not None:
+        _error(
+            f"error: the command line needs cifarbench's [cli] extra ({MISSING_EXTRA} is not installed): "
+            f"pip install 'cifarbench[cli]'. The callbacks alone need nothing more (from "
+            f"cifarbench.callbacks import EpochTimer)."
+        )
+        raise SystemExit(2)
     configure_console()
     try:
         verb = _verb(argv)

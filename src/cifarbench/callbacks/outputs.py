@@ -106,7 +106,12 @@ def _flush(file: Any) -> None:
 
 
 def write_budget_json(
-    path: str, budget: Mapping[str, float], findings: Iterable[Finding], status: str, clock: str
+    path: str,
+    budget: Mapping[str, float],
+    findings: Iterable[Finding],
+    status: str,
+    clock: str,
+    machine: Mapping[str, str],
 ) -> None:
     """``fit_budget.json``: ``{"fit_s", "buckets": {...}, "verdict": [{"kind", "text"}], ...}``."""
     document = {
@@ -115,6 +120,7 @@ def write_budget_json(
         "verdict": [finding.as_dict() for finding in findings],
         "status": status,
         "clock": clock,
+        "machine": dict(machine),  # so that runs from different machines are not compared unawares
     }
     temporary = f"{path}.partial"
     with open(temporary, "w") as file:

@@ -23,6 +23,7 @@ The hooks here only turn Lightning's calls into marks. The accounting (``account
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -415,8 +416,12 @@ class EpochTimer(Callback):
     def _report(self, trainer: L.Trainer, status: str) -> None:
         if self.budget_path is not None:
             path = self.budget_path
+            machine = machine_description(self._device)
             self._guard.run(
-                path, lambda: write_budget_json(path, self._budget, self._verdict, status, self._clock.name)
+                path,
+                lambda: write_budget_json(
+                    path, self._budget, self._verdict, status, self._clock.name, machine
+                ),
             )
         markdown = budget_markdown(self._budget, self._verdict)
         self._guard.run(
@@ -507,6 +512,15 @@ class EpochTimer(Callback):
                     self._pause.end = (end, self._clock.mark())
 
         return timed_save_checkpoint
+
+
+def machine_description(device: torch.device) -> dict[str, str]:
+    """The host and the device a run trained on (a GPU's name; the CPU's otherwise)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {"host": platform.node(), "device": f"{device.type}: {name}"}
 
 
 def _log_steps(trainer: L.Trainer, steps: list[StepTimes]) -> None:

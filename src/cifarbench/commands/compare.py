@@ -1,0 +1,104 @@
+"""``python -m cifarbench compare RUN_DIR [RUN_DIR ...] [--plot FILE.png] [--csv FILE]``: runs compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentParser
+from rich.console import Console
+from rich.table import Table
+
+from cifarbench.commands.parsing import new_parser
+from cifarbench.comparison import (
+    config_differences,
+    find_runs,
+    plot_runs,
+    run_letter,
+    table_rows,
+    write_table_csv,
+)
+from cifarbench.errors import ConfigError
+
+SUMMARY = "runs side by side: steady-state epochs, where they go, the speed-up, and what changed"
+
+
+def compare_options(plot: str | None = None, csv: str | None = None) -> None:
+    """Compare runs: per run the steady-state epoch (the mean over epochs after the first; the first apart),
+    data loading, training and its parts, samples/s, and the speed-up over the first run given; then the
+    options that differ between the runs' config.yaml. A RUN_DIR is a run's folder (with its timings.csv,
+    e.g. lightning_logs/version_3) or a folder that holds runs.
+
+    Args:
+        plot: also draw stacked bars of where each run's steady epoch goes, into this PNG file.
+        csv: also write the table to this CSV file.
+    """
+
+
+def build_parser() -> ArgumentParser:
+    parser = new_parser("python -m cifarbench compare", compare_options.__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "runs", nargs="+", help="run folders, or folders that hold runs; the first is the baseline"
+    )
+    parser.add_function_arguments(compare_options, as_group=False)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    options = build_parser().parse_args(argv)
+    if options.plot and not options.plot.lower().endswith(".png"):
+        raise ConfigError(f"--plot {options.plot!r} must name a .png file")
+    runs, warnings = find_runs(options.runs)
+    rows = table_rows(runs)
+    print_table(rows)
+    differences = config_differences(runs)
+    if differences:
+        print("\nOptions that differ (from each run's config.yaml):")
+        for option, values in differences:
+            print(f"  {option}: " + ", ".join(f"{run_letter(i)} {value}" for i, value in enumerate(values)))
+    elif len(runs) > 1 and all(run.config for run in runs):
+        print("\nThe runs' config.yaml files agree on every option.")
+    for warning in warnings:
+        print(warning)
+    if options.csv:
+        print(f"table: {write_table_csv(_writable(options.csv, '--csv'), rows)}")
+    if options.plot:
+        print(f"plot: {plot_runs(_writable(options.plot, '--plot'), runs)}")
+
+
+def _writable(path: str, option: str) -> Path:
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise ConfigError(f"{option} {path!r}: the folder {target.parent} does not exist")
+    return target
+
+
+# How each row of the printed table is labelled and formatted (the CSV keeps every digit).
+ROWS = {
+    "epochs": ("epochs", "{:.0f}"),
+    "first_epoch_s": ("first epoch (s)", "{:.3f}"),
+    "epoch_s": ("epoch, steady (s)", "{:.3f}"),
+    "data_loading_s": ("  data loading (s)", "{:.3f}"),
+    "training_s": ("  training (s)", "{:.3f}"),
+    "forward_s": ("    forward (s)", "{:.3f}"),
+    "backward_s": ("    backward (s)", "{:.3f}"),
+    "optimizer_s": ("    optimizer (s)", "{:.3f}"),
+    "step_other_s": ("    step other (s)", "{:.3f}"),
+    "samples_per_s": ("samples/s", "{:,.0f}"),
+    "speedup": ("speed-up over A (samples/s)", "{:.2f}x"),
+    "fit_s": ("fit, whole (s)", "{:.3f}"),
+}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """One column per run (A is the baseline), one row per quantity: readable for any number of columns."""
+    letters = [run_letter(index) for index in range(len(rows))]
+    for letter, row in zip(letters, rows, strict=True):
+        print(f"{letter}: {row['run']}")
+    table = Table(title="Steady-state epoch: the mean over epochs after the first")
+    table.add_column("", justify="left")
+    for letter in letters:
+        table.add_column(letter, justify="right")
+    for key, (label, form) in ROWS.items():
+        table.add_row(label, *("" if row.get(key) is None else form.format(row[key]) for row in rows))
+    Console().print(table)

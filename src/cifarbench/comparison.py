@@ -1,0 +1,263 @@
+"""Runs side by side: steady-state epochs, where they go, the ratio to a baseline, and what changed.
+
+A run is a folder with a ``timings.csv`` (EpochTimer's), usually a Lightning version folder with its
+``config.yaml`` (LightningCLI's) and ``fit_budget.json``. The first run given is the baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cifarbench.errors import CifarbenchError
+from cifarbench.lab.plots import stacked_bars
+from cifarbench.lab.tables import write_csv
+
+TIMINGS = "timings.csv"
+# What every timings.csv has had since the first version; without these a file is not EpochTimer's.
+REQUIRED = ("epoch", "data_loading_s", "training_s", "epoch_s", "samples")
+# Added later; a CSV from an older version is compared on what it has.
+OPTIONAL = ("forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p90_s")
+# The table's columns (seconds are steady-state means: the epochs after the first).
+COLUMNS = (
+    "run",
+    "epochs",
+    "first_epoch_s",
+    "epoch_s",
+    "data_loading_s",
+    "training_s",
+    "forward_s",
+    "backward_s",
+    "optimizer_s",
+    "step_other_s",
+    "samples_per_s",
+    "speedup",
+    "fit_s",
+)
+# Where a steady epoch goes, as stacked bars (the rest of the epoch is "other").
+PLOT_PARTS = {
+    "data loading": "data_loading_s",
+    "forward": "forward_s",
+    "backward": "backward_s",
+    "optimizer": "optimizer_s",
+    "step other": "step_other_s",
+}
+
+
+@dataclass
+class Run:
+    """One run folder, read: its epochs (numbers by column), its config and its budget when it has them."""
+
+    name: str
+    folder: Path
+    epochs: list[dict[str, float]]
+    columns: list[str]
+    config: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)  # non-numeric columns of the last epoch (the clock)
+
+    def steady(self, column: str) -> float | None:
+        """Mean over the epochs after the first (start-up, compilation); epoch 0 when it is the only one."""
+        rows = self.epochs[1:] or self.epochs
+        values = [row[column] for row in rows if column in row and not math.isnan(row[column])]
+        return sum(values) / len(values) if values else None
+
+
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """The runs in ``paths`` (each a run folder, or a folder that holds runs), read; and warnings.
+
+    Raises CifarbenchError with one line per path that is no run or holds none, and per file that cannot be
+    read.
+    """
+    folders: list[tuple[str, Path]] = []
+    problems: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            problems.append(
+                f"{path}: no such folder (give a run folder, with a {TIMINGS}, or one that holds runs)"
+            )
+            continue
+        found = [path] if (path / TIMINGS).is_file() else sorted(p.parent for p in path.rglob(TIMINGS))
+        if not found:
+            problems.append(f"{path}: no run in it (no {TIMINGS} in the folder or below it)")
+        folders += [(_run_name(path, folder), folder) for folder in found]
+    runs = []
+    for name, folder in folders:
+        try:
+            runs.append(read_run(name, folder))
+        except CifarbenchError as error:
+            problems.append(str(error))
+    if problems:
+        raise CifarbenchError("\n".join(problems))
+    return runs, warnings_for(runs)
+
+
+def _run_name(given: Path, folder: Path) -> str:
+    if folder == given:
+        return str(given)
+    return str(given / folder.relative_to(given))
+
+
+def read_run(name: str, folder: Path) -> Run:
+    path = folder / TIMINGS
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    missing = [column for column in REQUIRED if column not in columns]
+    if missing:
+        raise CifarbenchError(f"{path}: not an EpochTimer timings.csv (no {', '.join(missing)} column)")
+    if not rows:
+        raise CifarbenchError(f"{path}: the run finished no epoch (the file has no rows)")
+    try:
+        epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
+    except ValueError as error:
+        raise CifarbenchError(f"{path}: a value is not a number ({error})") from None
+    text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
+    config, budget = _read_mapping(folder / "config.yaml"), _read_mapping(folder / "fit_budget.json")
+    return Run(name, folder, epochs, columns, config, budget, text)
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """A run's optional ``config.yaml`` or ``fit_budget.json`` (YAML reads JSON too); ``{}`` when absent."""
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())  # YAML's messages span lines; one line per problem here
+        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {reason})") from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def warnings_for(runs: Sequence[Run]) -> list[str]:
+    """What makes the runs less comparable: other machines, world sizes or clocks, and missing columns."""
+    notes = []
+    for label, values in (
+        ("machines", [_machine(run) for run in runs]),
+        ("world sizes", [str(int(run.epochs[-1].get("world_size", 1))) for run in runs]),
+        ("clocks", [run.text.get("clock", "?") for run in runs]),
+    ):
+        known = {value for value in values if value and value != "?"}
+        if len(known) > 1:
+            each = ", ".join(f"{run.name}: {value}" for run, value in zip(runs, values, strict=True))
+            notes.append(f"warning: the runs come from different {label} ({each}); compare with care")
+    for run in runs:
+        missing = [column for column in OPTIONAL if column not in run.columns]
+        if missing:
+            notes.append(
+                f"warning: {run.folder / TIMINGS} was written by an older cifarbench (no "
+                f"{', '.join(missing)}): those columns are left empty for it"
+            )
+    return notes
+
+
+def _machine(run: Run) -> str:
+    machine = run.budget.get("machine") or {}
+    return " / ".join(str(machine[key]) for key in ("host", "device") if machine.get(key))
+
+
+def run_letter(index: int) -> str:
+    """A, B, C, ...: how the table, the option differences and the plot name the runs (A is the baseline)."""
+    return chr(ord("A") + index) if index < 26 else str(index + 1)
+
+
+def table_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per run (steady-state means; see :data:`COLUMNS`), with the speed-up over the first run."""
+    rows = []
+    for run in runs:
+        epoch_s, samples = run.steady("epoch_s"), run.steady("samples")
+        rows.append(
+            {
+                "run": run.name,
+                "epochs": len(run.epochs),
+                "first_epoch_s": run.epochs[0]["epoch_s"],
+                **{column: run.steady(column) for column in COLUMNS[3:10]},
+                "samples_per_s": samples / epoch_s if samples is not None and epoch_s else None,
+                "fit_s": run.budget.get("fit_s"),
+            }
+        )
+    # Throughput, not epoch time, so that runs with epochs of other sizes compare fairly (2.0: twice as fast).
+    baseline = rows[0]["samples_per_s"] if rows else None
+    for row in rows:
+        row["speedup"] = row["samples_per_s"] / baseline if baseline and row["samples_per_s"] else None
+    return rows
+
+
+def config_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """The options whose values differ between the runs' config.yaml, as ``(--option, [value per run])``."""
+    flat = [_flatten(run.config) for run in runs if run.config]
+    if len(flat) < 2 or len(flat) < len(runs):
+        return []
+    keys = sorted(set().union(*flat), key=lambda key: (key.split(".")[0], key))
+    differing = []
+    for key in keys:
+        values = [options.get(key, "(not set)") for options in flat]
+        if len({json.dumps(value, sort_keys=True, default=str) for value in values}) > 1:
+            differing.append((f"--{key}", [_show(value) for value in values]))
+    return differing
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"batch_size": 16}}`` -> ``{"data.batch_size": 16}``, as the fit options name them
+    (``init_args`` levels left out: ``--optimizer.lr``)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "init_args" and isinstance(value, Mapping):
+            flat |= _flatten(value, prefix)
+        elif isinstance(value, Mapping) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def write_table_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    return write_csv(path, list(rows), COLUMNS)
+
+
+def plot_runs(path: Path, runs: Sequence[Run]) -> Path:
+    """Stacked bars of each run's steady epoch: data loading, the step's parts, and the rest ("other")."""
+    unsplit = "training (older CSV, not split)"
+    stacks: dict[str, list[float]] = {label: [] for label in [*PLOT_PARTS, unsplit, "other"]}
+    for run in runs:
+        parts = {label: run.steady(column) or 0.0 for label, column in PLOT_PARTS.items()}
+        parts[unsplit] = (run.steady("training_s") or 0.0) if run.steady("forward_s") is None else 0.0
+        parts["other"] = max(0.0, (run.steady("epoch_s") or 0.0) - sum(parts.values()))
+        for label, seconds in parts.items():
+            stacks[label].append(seconds)
+    if not any(stacks[unsplit]):
+        del stacks[unsplit]
+    return stacked_bars(
+        path,
+        # The run's letter and last two folders: enough to tell runs apart, short enough for the axis.
+        [f"{run_letter(index)}: {'/'.join(Path(run.name).parts[-2:])}" for index, run in enumerate(runs)],
+        stacks,
+        title="Where each run's steady-state epoch goes",
+        xlabel="run",
+        ylabel="time per epoch (s)",
+    )

@@ -1,0 +1,174 @@
+"""`python -m cifarbench compare`: runs written by real short fits, side by side, and its bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cifarbench.__main__ import main
+from cifarbench.comparison import config_differences, find_runs
+
+from helpers import fit_args
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two short fits that differ in exactly two options: the batch size and the learning rate."""
+    root = tmp_path_factory.mktemp("compare")
+    main(["fit", *fit_args(root, "--trainer.max_epochs", "3", "--timer.print_table", "false")])
+    main(["fit", *fit_args(root, "--trainer.max_epochs", "3", "--timer.print_table", "false",
+                           "--data.batch_size", "8", "--optimizer.lr", "0.05")])  # fmt: skip
+    return root / "lightning_logs" / "version_0", root / "lightning_logs" / "version_1"
+
+
+def steady(run: Path, column: str) -> float:
+    """The mean over epochs after the first, straight from the run's CSV."""
+    with open(run / "timings.csv") as file:
+        values = [float(row[column]) for row in csv.DictReader(file)][1:]
+    return sum(values) / len(values)
+
+
+def test_the_table_holds_each_runs_steady_epoch_and_the_speedup_from_the_csvs(two_runs, tmp_path, capsys):
+    baseline, other = two_runs
+    table = tmp_path / "table.csv"
+    main(["compare", str(baseline), str(other), "--csv", str(table)])
+    out = capsys.readouterr().out
+    assert f"A: {baseline}" in out and f"B: {other}" in out
+    with open(table) as file:
+        rows = list(csv.DictReader(file))
+    assert [row["run"] for row in rows] == [str(baseline), str(other)]
+    for row, run in zip(rows, two_runs, strict=True):
+        assert int(row["epochs"]) == 3
+        for column in ("epoch_s", "data_loading_s", "training_s", "forward_s", "backward_s", "optimizer_s"):
+            assert float(row[column]) == pytest.approx(steady(run, column)), column
+        assert float(row["samples_per_s"]) == pytest.approx(steady(run, "samples") / steady(run, "epoch_s"))
+        assert float(row["fit_s"]) == pytest.approx(
+            json.loads((run / "fit_budget.json").read_text())["fit_s"]
+        )
+    speedup = (steady(other, "samples") / steady(other, "epoch_s")) / (
+        steady(baseline, "samples") / steady(baseline, "epoch_s")
+    )
+    assert float(rows[1]["speedup"]) == pytest.approx(speedup) and float(rows[0]["speedup"]) == 1.0
+    assert f"{speedup:.2f}x" in out  # the printed table shows the same ratio
+
+
+def test_the_options_that_differ_are_exactly_the_two_changed(two_runs, capsys):
+    runs, _ = find_runs([str(run) for run in two_runs])
+    assert config_differences(runs) == [
+        ("--data.batch_size", ["16", "8"]),
+        ("--optimizer.lr", ["0.1", "0.05"]),
+    ]
+    main(["compare", *map(str, two_runs)])
+    out = capsys.readouterr().out
+    assert "--data.batch_size: A 16, B 8" in out and "--optimizer.lr: A 0.1, B 0.05" in out
+
+
+def test_a_folder_of_runs_is_searched_and_a_plot_drawn(two_runs, tmp_path, capsys):
+    plot = tmp_path / "runs.png"
+    main(["compare", str(two_runs[0].parent), "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert "version_0" in out.split("\n")[0] and "version_1" in out.split("\n")[1]  # both runs, in order
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_runs_of_other_clocks_or_world_sizes_are_compared_with_a_warning(two_runs, tmp_path, capsys):
+    elsewhere = tmp_path / "gpu_run"
+    shutil.copytree(two_runs[1], elsewhere)
+    path = elsewhere / "timings.csv"
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        row["clock"], row["world_size"] = "cuda_events", "2"
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    main(["compare", str(two_runs[0]), str(elsewhere)])
+    out = capsys.readouterr().out
+    assert "different clocks" in out and "cuda_events" in out and "host" in out
+    assert "different world sizes" in out
+
+
+def test_a_csv_from_an_older_version_is_compared_on_what_it_has(two_runs, tmp_path, capsys):
+    older = tmp_path / "older"
+    older.mkdir()
+    keep = ["epoch", "data_loading_s", "training_s", "epoch_s", "transfer_s", "steps", "samples", "clock"]
+    rows = list(csv.DictReader((two_runs[0] / "timings.csv").open()))
+    with open(older / "timings.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=keep, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    table = tmp_path / "t.csv"
+    main(["compare", str(older), str(two_runs[0]), "--csv", str(table), "--plot", str(tmp_path / "p.png")])
+    out = capsys.readouterr().out
+    assert f"{older / 'timings.csv'} was written by an older cifarbench" in out and "forward_s" in out
+    first = next(csv.DictReader(table.open()))
+    assert first["forward_s"] == "" and float(first["epoch_s"]) == pytest.approx(steady(older, "epoch_s"))
+
+
+def make_empty_folder(tmp_path: Path) -> Path:
+    (tmp_path / "nothing").mkdir()
+    return tmp_path / "nothing"
+
+
+def make_unfinished_run(tmp_path: Path) -> Path:
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    (run / "timings.csv").write_text("epoch,data_loading_s,training_s,epoch_s,samples\n")
+    return run / "timings.csv"
+
+
+def make_unreadable_csv(tmp_path: Path) -> Path:
+    run = tmp_path / "garbled"
+    run.mkdir()
+    (run / "timings.csv").write_bytes(b"\xff\xfe\x00garbage\x80\x81")
+    return run / "timings.csv"
+
+
+def make_foreign_csv(tmp_path: Path) -> Path:
+    run = tmp_path / "foreign"
+    run.mkdir()
+    (run / "timings.csv").write_text("name,score\na,1\n")
+    return run / "timings.csv"
+
+
+def make_bad_budget(tmp_path: Path) -> Path:
+    run = tmp_path / "badjson"
+    run.mkdir()
+    (run / "timings.csv").write_text("epoch,data_loading_s,training_s,epoch_s,samples\n0,1,2,3,4\n")
+    (run / "fit_budget.json").write_text("{not json")
+    return run / "fit_budget.json"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (make_empty_folder, "no run in it"),
+        (lambda tmp_path: tmp_path / "missing", "no such folder"),
+        (make_unfinished_run, "finished no epoch"),
+        (make_unreadable_csv, "cannot be read"),
+        (make_foreign_csv, "not an EpochTimer timings.csv"),
+        (make_bad_budget, "cannot be read"),
+    ],
+    ids=["no-runs", "no-folder", "no-finished-epoch", "unreadable", "foreign-csv", "bad-budget-json"],
+)
+def test_bad_input_is_one_line_naming_the_folder_or_file(two_runs, tmp_path, capsys, make, expected):
+    bad = make(tmp_path)
+    given = bad if bad.is_dir() or not bad.exists() else bad.parent
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(two_runs[0]), str(given)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert str(bad) in line and expected in line and "Traceback" not in err
+
+
+def test_a_plot_that_is_not_a_png_is_refused(two_runs, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(two_runs[0]), "--plot", "runs.pdf"])
+    assert exit_info.value.code == 2 and "--plot 'runs.pdf' must name a .png file" in capsys.readouterr().err
