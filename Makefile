@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench gpu-check gpu-lab clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,16 @@ bench: setup
 	$(BIN)/python benchmarks/dataloading.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/epoch.py
+
+# Every GPU claim in one command (benchmarks/results/<gpu>.md); without CUDA it says so and exits 0. On a GPU
+# machine without a package registry, run the script with the machine's python instead (README, "Checking the
+# GPU claims").
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
+
+# gpu-check, then `lab all` on 50,000 synthetic images, its report kept in benchmarks/results/lab-<gpu>/.
+gpu-lab: setup
+	$(BIN)/python benchmarks/gpu_check.py --lab
 
 clean:
 	rm -rf $(VENV) lightning_logs .pytest_cache

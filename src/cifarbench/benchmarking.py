@@ -4,23 +4,60 @@ fit path, and their argument types."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 
-from cifarbench.commands.fit import run_fit
+from cifarbench.callbacks import EpochTimer
+from cifarbench.commands.fit import CifarbenchCLI, run_cli
+
+
+class UntimedCLI(CifarbenchCLI):
+    """The same fit path without EpochTimer: the baseline of EpochTimer's own cost on a real epoch."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, EpochTimer)]
+        return trainer
+
+
+class EpochWallClock(L.Callback):
+    """Each training epoch's wall time, synchronized on CUDA: a clock that is not the callback under test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(trainer)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(trainer)
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _synchronize(trainer: L.Trainer) -> None:
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize(trainer.strategy.root_device)
 
 
 def training_only_fit(
-    options: list[str], images: int, epochs: int, root: Path, accelerator: str = "gpu"
+    options: list[str], images: int, epochs: int, root: Path, accelerator: str = "gpu", timed: bool = True
 ) -> L.Trainer:
     """Train the configuration that ``options`` (fit options) describe, unvalidated, from seed 0.
 
     It trains on ``images`` synthetic images for ``epochs`` and logs to TensorBoard under ``root``; the
-    Trainer returned holds the trained module and EpochTimer.
+    Trainer returned holds the trained module, EpochTimer (``timed=False``: none) and an
+    :class:`EpochWallClock` first among the callbacks.
     """
-    return run_fit(
+    cli = run_cli(
         [
+            "fit",
             *options,  # a --config among them must come first, so that the options below override it
             "--seed_everything", "0",
             "--data.synthetic", str(images),
@@ -34,8 +71,15 @@ def training_only_fit(
             "--trainer.enable_model_summary", "false",
             "--trainer.default_root_dir", str(root),
             "--timer.print_table", "false",
-        ]
+            "--trainer.callbacks+", "cifarbench.benchmarking.EpochWallClock",
+        ],
+        cli_class=CifarbenchCLI if timed else UntimedCLI,
     )  # fmt: skip
+    return cli.trainer
+
+
+def wall_clock(trainer: L.Trainer) -> EpochWallClock:
+    return next(callback for callback in trainer.callbacks if isinstance(callback, EpochWallClock))
 
 
 def positive_int(text: str) -> int:

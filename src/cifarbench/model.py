@@ -16,6 +16,7 @@ Norm = Literal["batch", "none"]
 
 # torch.compile modes offered as --model.compile (None: eager, the default).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that record CUDA graphs
 
 # The lab's recipe (lab2-report.txt, Q3): used when no optimizer is configured.
 LAB_SGD: dict[str, float] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
@@ -60,8 +61,12 @@ class ResNet18Classifier(L.LightningModule):
         num_classes: outputs of the last layer.
         channels_last: keep weights and input batches in NHWC memory order, which cuDNN's tensor-core
             convolutions use natively (no layout transposes per layer). Usually a win on CUDA with bf16/fp16.
-        compile: ``torch.compile`` the network with this mode (``default``, ``reduce-overhead`` or
-            ``max-autotune``); ``None`` runs eagerly. Compilation happens during the first steps.
+        compile: ``torch.compile`` the network (not this LightningModule, whose ``self.log`` would break
+            the graph) with this mode: ``default``, ``reduce-overhead`` (CUDA graphs) or ``max-autotune``;
+            ``None`` runs eagerly. It compiles during the first training steps, one static graph per batch
+            shape: ``python -m cifarbench fit`` then drops the smaller last training batch
+            (``--data.drop_last``), which would be a second graph. Validation, test and prediction run the
+            eager network: their batch sizes and eval-mode batch norm would each compile graphs of their own.
     """
 
     def __init__(
@@ -88,7 +93,9 @@ class ResNet18Classifier(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile is not None:
             # Module.compile compiles in place: parameter names and checkpoints stay those of the eager net.
-            self.net.compile(mode=compile)
+            # dynamic=False: one static graph per batch shape, so that full batches always run their own graph
+            # (automatic dynamic shapes would move them onto a slower dynamic one after a smaller batch).
+            self.net.compile(mode=compile, dynamic=False)
         self.loss_fn = nn.CrossEntropyLoss()
         # One CIFAR image: Lightning's model summary and EpochTimer's FLOP count (for MFU) run it.
         self.example_input_array = torch.zeros(1, 3, 32, 32)
@@ -100,6 +107,9 @@ class ResNet18Classifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.compile_mode is not None and not self.training:
+            # Only the training path is compiled: net.forward is the eager network, in place compile or not.
+            return self.net.forward(images)
         return self.net(images)
 
     def _shared_step(self, batch: Any, stage: str, accuracy: MulticlassAccuracy) -> torch.Tensor:

@@ -38,9 +38,8 @@ GENERIC_ADVICE: dict[str, str] = {
     "transfer_bound": "pin_memory=True in the DataLoader, or keep the dataset on the GPU",
     "validation_heavy": "validate less often: Trainer(check_val_every_n_epoch=N) or limit_val_batches",
     "checkpoint_heavy": "save less often (ModelCheckpoint(every_n_epochs=N)) or weights only",
-    "first_step_heavy": "it is paid once: judge speed on a longer run; leave torch.compile out of short ones",
-    "startup_heavy": "it is paid once per fit: a longer run amortises it; fewer or persistent workers start "
-    "faster",
+    "first_step_heavy": "judging speed on a longer run (it is paid once); no torch.compile in short runs",
+    "startup_heavy": "a longer run, which amortises it (it is paid once per fit); fewer workers start faster",
     "optimizer_heavy": "a fused or foreach optimizer (e.g. torch.optim.AdamW(..., fused=True) on CUDA)",
     "compute_bound": "bf16-mixed precision, channels_last, torch.compile, or a larger batch",
 }

@@ -20,10 +20,11 @@ from torch.optim import Optimizer
 
 from cifarbench import configs
 from cifarbench.callbacks import EpochTimer, WorkerTuner
+from cifarbench.callbacks.compile_watch import CompileWatch
 from cifarbench.callbacks.interrupt import StopOnInterrupt
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import ConfigError
-from cifarbench.model import LAB_SGD, ResNet18Classifier
+from cifarbench.model import CUDA_GRAPH_MODES, LAB_SGD, ResNet18Classifier
 from cifarbench.quiet import notice
 
 SUMMARY = "train (or validate, test, predict) with the timing callbacks; LightningCLI options"
@@ -40,8 +41,8 @@ ADVICE: dict[str, str] = {
     "validation_heavy": "--trainer.check_val_every_n_epoch N or --trainer.limit_val_batches",
     "checkpoint_heavy": "--trainer.enable_checkpointing false for profiling runs, or a ModelCheckpoint that "
     "saves less often (--trainer.callbacks)",
-    "first_step_heavy": "more epochs (--trainer.max_epochs) to amortise it, or --model.compile null if short",
-    "startup_heavy": "more epochs (--trainer.max_epochs) to amortise it; fewer --data.num_workers start fast",
+    "first_step_heavy": "more epochs (--trainer.max_epochs), which amortise it, or --model.compile null",
+    "startup_heavy": "more epochs (--trainer.max_epochs), which amortise it; fewer --data.num_workers",
     "optimizer_heavy": "a fused optimizer: --optimizer.fused true (CUDA), or --optimizer.foreach true",
     "compute_bound": "--config fast (bf16-mixed, channels_last, torch.compile, batch 512) on a GPU, or "
     "--trainer.precision bf16-mixed --model.channels_last true",
@@ -86,6 +87,21 @@ class CifarbenchCLI(LightningCLI):
             self.trainer.callbacks.append(WorkerTuner())
         for timer in self._timers():
             timer.advice.update(ADVICE)
+        self._prepare_compile()
+
+    def _prepare_compile(self) -> None:
+        """A compiled network wants one batch shape, and a watch on what torch.compile does."""
+        mode = getattr(self.model, "compile_mode", None)
+        if mode is None:
+            return
+        if isinstance(self.datamodule, CIFAR10DataModule) and not self.datamodule.drop_last:
+            self.datamodule.drop_last = True
+            notice(
+                f"--model.compile {mode}: the smaller last training batch of each epoch is dropped "
+                f"(--data.drop_last true): its shape would be a second compile.",
+                logging.INFO,
+            )
+        self.trainer.callbacks.append(CompileWatch(cuda_graphs=mode in CUDA_GRAPH_MODES))
 
     def _timers(self) -> list[EpochTimer]:
         return [callback for callback in self.trainer.callbacks if isinstance(callback, EpochTimer)]
@@ -125,7 +141,7 @@ class CifarbenchCLI(LightningCLI):
             self.trainer.fit(model, **kwargs)
 
 
-def run_cli(args: list[str]) -> CifarbenchCLI:
+def run_cli(args: list[str], cli_class: type[CifarbenchCLI] | None = None) -> CifarbenchCLI:
     """``python -m cifarbench ARGS`` in this process (a LightningCLI subcommand first: fit, validate, ...).
 
     Raises :class:`~cifarbench.errors.CifarbenchError` for bad options and data, and jsonargparse's
@@ -136,7 +152,7 @@ def run_cli(args: list[str]) -> CifarbenchCLI:
         warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
         # Arguments are always passed in (from sys.argv by __main__, or by the lab, benchmarks and tests).
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
-        return CifarbenchCLI(
+        return (cli_class or CifarbenchCLI)(
             ResNet18Classifier,
             CIFAR10DataModule,
             args=configs.expand_names(list(args)),

@@ -44,6 +44,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             training device); see :mod:`cifarbench.data.pipelines`.
         seed: the ``tensor`` and ``gpu`` pipelines shuffle each epoch with ``seed + epoch``. (``torchvision``
             keeps the lab's DataLoader shuffle, seeded by ``--seed_everything``.)
+        drop_last: drop the smaller last training batch of each epoch. With ``--model.compile`` every batch
+            shape is a graph of its own (a second compile, and with CUDA graphs a second recording), so
+            ``python -m cifarbench fit`` turns this on when compiling. Validation and test keep every image.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         synthetic: int | None = None,
         pipeline: str = "torchvision",
         seed: int = 0,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -88,6 +92,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.pipeline = pipeline
         self.seed = seed
+        self.drop_last = drop_last
         self.training_pipeline: Pipeline = make_pipeline(pipeline)
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -136,16 +141,21 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train_set = self._require(self.train_set, "train")
+        if self.drop_last and len(train_set) < self.batch_size:  # type: ignore[arg-type]
+            raise ConfigError(
+                f"CIFAR10DataModule(drop_last=True) with {len(train_set)} training images and batch_size="  # type: ignore[arg-type]
+                f"{self.batch_size} leaves no batch: lower --data.batch_size or use more images"
+            )
         sampler = self.training_pipeline.train_sampler(train_set, self.seed)
         if self.training_pipeline.trains_in_workers:
-            return self._loader(train_set, shuffle=sampler is None, sampler=sampler)
+            return self._loader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=self.drop_last)
         if self.num_workers != 0:
             notice(
                 f"--data.pipeline {self.pipeline} loads training batches in the main process; "
                 f"--data.num_workers {self.num_workers} applies to validation and test only.",
                 logging.INFO,
             )
-        return self._loader(train_set, sampler=sampler, num_workers=0)
+        return self._loader(train_set, sampler=sampler, num_workers=0, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._require(self.test_set, "test"), shuffle=False)
@@ -165,6 +175,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         shuffle: bool = False,
         sampler: Sampler[int] | None = None,
         num_workers: int | None = None,
+        drop_last: bool = False,
     ) -> DataLoader:
         workers = self._workers() if num_workers is None else num_workers
         return DataLoader(
@@ -177,6 +188,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             pin_memory=self._pin_memory(),
             # WorkerTuner may try 0 workers even when persistent_workers is set; DataLoader rejects that pair.
             persistent_workers=self.persistent_workers and workers > 0,
+            drop_last=drop_last,
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
