@@ -38,7 +38,7 @@ bench: setup
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py
 
-# gpu-check, then `lab all` on 50,000 synthetic images, its report kept in benchmarks/results/lab-<gpu>/.
+# `lab all` on the 50,000 synthetic images, sized for 10 minutes; its report kept in benchmarks/results/lab-<gpu>/.
 gpu-lab: setup
 	$(BIN)/python benchmarks/gpu_check.py --lab
 

@@ -86,10 +86,14 @@ def fit_one(name: str, options: list[str], args: argparse.Namespace, root: Path)
     )
 
 
-def summary(rows: list[Row], images: int, flops_per_image: float, peak_flops: float) -> dict[str, float]:
+def summary(
+    rows: list[Row], images: int, flops_per_image: float, peak_flops: float | None
+) -> dict[str, float]:
     """What the GPU check judges: speed-up, data share, EpochTimer's cost, accuracy gap, compute floor."""
     by_name = {row.name: row for row in rows}
-    out: dict[str, float] = {"compute_floor_s": flops_per_image * images / peak_flops}
+    out: dict[str, float] = {}
+    if peak_flops:
+        out["compute_floor_s"] = flops_per_image * images / peak_flops
     lab, fast, untimed = by_name.get("lab"), by_name.get("fast"), by_name.get("fast, no EpochTimer")
     if lab and fast and lab.epoch_s and fast.epoch_s:
         out["fast_speedup_over_lab"] = lab.epoch_s / fast.epoch_s
@@ -97,7 +101,8 @@ def summary(rows: list[Row], images: int, flops_per_image: float, peak_flops: fl
         out["fast_minus_lab_train_acc_points"] = 100 * (fast.train_acc - lab.train_acc)
     if fast and fast.epoch_s:
         out["fast_epoch_s"] = fast.epoch_s
-        out["fast_over_compute_floor"] = fast.epoch_s / out["compute_floor_s"]
+        if "compute_floor_s" in out:
+            out["fast_over_compute_floor"] = fast.epoch_s / out["compute_floor_s"]
     gpu = by_name.get("lab + gpu pipeline")
     if gpu and gpu.epoch_s and gpu.data_loading_s is not None:
         out["gpu_pipeline_data_share"] = gpu.data_loading_s / gpu.epoch_s
@@ -148,16 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/epoch.py needs a CUDA GPU; none is available here, so there is nothing to measure.")
         return 0
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    # The compute floor is against the bf16 peak; each fit's MFU against the peak of its own precision
+    # (Lightning's table, as EpochTimer reads it: TF32 for the fp32 lab configs), unless --peak-tflops.
     peak = args.peak_tflops * 1e12 if args.peak_tflops else get_available_flops(device, torch.bfloat16)
-    peak = float(peak or 1e15)  # unknown (a CPU): the floor is then only a placeholder
     # Counted once here and handed to every fit's EpochTimer, which would otherwise count it per fit.
     flops = training_flops_per_sample(ResNet18Classifier())
-    timer_options = ["--timer.flops_per_sample", str(flops), "--timer.peak_flops", str(peak)]
+    timer_options = ["--timer.flops_per_sample", str(flops)]
+    if args.peak_tflops:
+        timer_options += ["--timer.peak_flops", str(peak)]
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(
-        f"{name}, {args.images} synthetic images, last of {args.epochs} epochs, "
-        f"bf16 peak {peak / 1e12:.0f} TFLOP/s"
-    )
+    known = f"bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else "bf16 peak unknown (give --peak-tflops)"
+    print(f"{name}, {args.images} synthetic images, last of {args.epochs} epochs, {known}")
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for config, options in CONFIGS.items():
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = timer_options if config not in UNTIMED else []
             rows.append(fit_one(config, options + extra, args, Path(root)))
             print(f"  {config}: done", flush=True)
-    figures = summary(rows, args.images, flops, peak)
+    figures = summary(rows, args.images, flops, float(peak) if peak else None)
     print_rows(rows, figures)
     if args.json:
         args.json.write_text(

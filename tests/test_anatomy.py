@@ -232,3 +232,19 @@ def test_cuda_event_and_synchronized_phases_agree(tmp_path):
     for name in ("forward_s", "backward_s", "optimizer_s", "training_s", "data_loading_s"):
         assert_within(getattr(events, name), getattr(synced, name), tolerance=0.05)
     assert events.peak_memory_bytes and events.peak_memory_bytes > 0
+
+
+def test_a_fit_that_fails_before_the_timer_is_set_up_reports_nothing_and_the_next_fit_is_whole(tmp_path):
+    """Lightning runs DataModule.setup before any callback hook; bad data there is not a fit to report."""
+
+    class BrokenData(SlowSetupData):
+        def setup(self, stage: str) -> None:
+            raise OSError("data_batch_2 is truncated")
+
+    timer = EpochTimer(print_table=False)
+    timer.mark_fit_start()  # as the CLI does
+    with pytest.raises(OSError, match="truncated"):
+        trainer(tmp_path / "broken", timer).fit(SleepyModule(), datamodule=BrokenData(0.0))
+    assert timer.budget == {} and not (tmp_path / "broken" / "fit_budget.json").exists()
+    trainer(tmp_path / "next", timer).fit(SleepyModule(step_delay=FORWARD), loader(0.0, steps=2))
+    assert sum(timer.budget.values()) > 2 * FORWARD and (tmp_path / "next" / "fit_budget.json").is_file()

@@ -137,6 +137,13 @@ def make_foreign_csv(tmp_path: Path) -> Path:
     return run / "timings.csv"
 
 
+def make_half_written_row(tmp_path: Path) -> Path:
+    run = tmp_path / "half"
+    run.mkdir()
+    (run / "timings.csv").write_text("epoch,data_loading_s,training_s,epoch_s,samples\n0,1,2,3,4\n1,0.5,\n")
+    return run / "timings.csv"
+
+
 def make_bad_budget(tmp_path: Path) -> Path:
     run = tmp_path / "badjson"
     run.mkdir()
@@ -153,9 +160,18 @@ def make_bad_budget(tmp_path: Path) -> Path:
         (make_unfinished_run, "finished no epoch"),
         (make_unreadable_csv, "cannot be read"),
         (make_foreign_csv, "not an EpochTimer timings.csv"),
+        (make_half_written_row, "line 3 has no number for training_s, epoch_s, samples"),
         (make_bad_budget, "cannot be read"),
     ],
-    ids=["no-runs", "no-folder", "no-finished-epoch", "unreadable", "foreign-csv", "bad-budget-json"],
+    ids=[
+        "no-runs",
+        "no-folder",
+        "no-finished-epoch",
+        "unreadable",
+        "foreign-csv",
+        "half-row",
+        "bad-budget-json",
+    ],
 )
 def test_bad_input_is_one_line_naming_the_folder_or_file(two_runs, tmp_path, capsys, make, expected):
     bad = make(tmp_path)
@@ -172,3 +188,13 @@ def test_a_plot_that_is_not_a_png_is_refused(two_runs, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", str(two_runs[0]), "--plot", "runs.pdf"])
     assert exit_info.value.code == 2 and "--plot 'runs.pdf' must name a .png file" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_one_line(two_runs, tmp_path, capsys):
+    (tmp_path / "table.csv").mkdir()  # a folder where the file would go
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(two_runs[0]), "--csv", str(tmp_path / "table.csv")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"--csv '{tmp_path / 'table.csv'}' cannot be written" in line

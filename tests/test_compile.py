@@ -31,6 +31,7 @@ def test_compiling_drops_the_smaller_last_batch_and_watches_the_compiler(tmp_pat
     assert compiled.datamodule.drop_last is False  # as configured; fit decides
     compiled.before_fit()
     assert compiled.datamodule.drop_last is True
+    assert compiled.config["data.drop_last"] is True  # what config.yaml will record
     (watch,) = [callback for callback in compiled.trainer.callbacks if isinstance(callback, CompileWatch)]
     assert watch.cuda_graphs is True
     compiled.datamodule.setup("fit")

@@ -111,7 +111,7 @@ def test_the_epoch_benchmark_writes_its_rows_and_figures(tmp_path):
     (row,) = document["rows"]
     assert row["name"] == "lab" and row["epoch_s"] > row["data_loading_s"] >= 0
     assert row["wall_s"] == pytest.approx(row["epoch_s"], rel=0.25)  # two clocks on one epoch
-    assert set(document["figures"]) == {"compute_floor_s"}  # the other figures need the other configs
+    assert document["figures"] == {}  # a CPU has no known peak, and the other figures need the other configs
 
 
 @pytest.mark.slow

@@ -155,6 +155,7 @@ def test_lab_options_are_split_from_fit_overrides_in_order():
         (["lab", "c8", "--modes", "fastest"], "--modes 'fastest'"),
         (["lab", "c4", "--best", "-1"], "--best '-1' must be a whole number >= 0"),
         (["lab", "c3", "--patience", "0"], "--patience '0' must be a whole number >= 1"),
+        (["lab", "c2", "--quick", "1"], "--quick is a flag: give it alone or with true or false, not '1'"),
     ],
 )
 def test_bad_lab_arguments_name_the_value(argv, message, capsys):

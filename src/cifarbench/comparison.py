@@ -120,10 +120,13 @@ def read_run(name: str, folder: Path) -> Run:
         raise CifarbenchError(f"{path}: not an EpochTimer timings.csv (no {', '.join(missing)} column)")
     if not rows:
         raise CifarbenchError(f"{path}: the run finished no epoch (the file has no rows)")
-    try:
-        epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
-    except ValueError as error:
-        raise CifarbenchError(f"{path}: a value is not a number ({error})") from None
+    for line, row in enumerate(rows, start=2):
+        bad = [column for column in REQUIRED if not _is_number(row.get(column))]
+        if bad:
+            raise CifarbenchError(
+                f"{path}: line {line} has no number for {', '.join(bad)} (a half-written row?)"
+            )
+    epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
     text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
     config, budget = _read_mapping(folder / "config.yaml"), _read_mapping(folder / "fit_budget.json")
     return Run(name, folder, epochs, columns, config, budget, text)

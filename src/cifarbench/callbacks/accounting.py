@@ -122,6 +122,10 @@ class StepAccount:
         self._step: _Marks | None = None
         self._transfers: list[tuple[Any, Any]] = []
 
+    @property
+    def in_step(self) -> bool:
+        return self._step is not None
+
     def start_epoch(self) -> None:
         self.epoch = Totals()
         self.spread = LogHistogram()

@@ -32,7 +32,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.data import extract_batch_size
 from typing_extensions import override
 
@@ -135,6 +135,7 @@ class EpochTimer(Callback):
         self._steps = StepAccount(self._clock)
         self._fit = FitAccount()
         self._fit_start_given = False
+        self._set_up = False  # between setup and the fit's end: only then is there a fit to report
         self._budget: dict[str, float] = {}
         self._verdict: list[Finding] = []
         self._guard = OutputGuard()
@@ -189,6 +190,8 @@ class EpochTimer(Callback):
         if not self._fit_start_given:
             self._fit.begin(time.perf_counter())
         self._fit_start_given = False
+        self._set_up = True
+        self._log_dir = None
         self._device = trainer.strategy.root_device
         self._clock = make_clock(self._device, self.sync)
         self._steps = StepAccount(self._clock)
@@ -291,14 +294,24 @@ class EpochTimer(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         # The finished epochs are already in the CSV; the budget and tables still come, so an interrupted run
-        # reports what it did. Lightning skips callbacks' teardown after an exception.
-        if self._in_epoch:
-            self._in_epoch = False
-            self._take(trainer, self._steps.close_epoch())
-            self._fit.add_epoch(self._steps.epoch)
-            self._write_curve(trainer)
-        self._end_fit(trainer, status="interrupted")
+        # reports what it did. Lightning skips callbacks' teardown after an exception. Nothing here may wait
+        # for the GPU (a hung device, a sticky CUDA error) or raise: the user's exception comes first.
         self._unwrap(trainer)
+        if not self._set_up:  # it failed before the fit reached EpochTimer (bad data, bad options)
+            self._fit.reset()
+            self._fit_start_given = False
+            return
+        try:
+            if self._in_epoch:
+                self._in_epoch = False
+                self._take(trainer, self._steps.drain())  # the steps the GPU has passed; no synchronize
+                self._fit.add_epoch(self._steps.epoch)
+                self._write_curve(trainer)
+            self._end_fit(trainer, status="interrupted", now=time.perf_counter())
+        except Exception as error:  # noqa: BLE001 - a report must not replace the exception that stopped the fit
+            rank_zero_warn(
+                f"EpochTimer could not report the interrupted fit ({type(error).__name__}: {error})."
+            )
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -404,10 +417,11 @@ class EpochTimer(Callback):
         )
 
     # ------------------------------------------------------------------------------------------ fit end
-    def _end_fit(self, trainer: L.Trainer, status: str) -> None:
+    def _end_fit(self, trainer: L.Trainer, status: str, now: float | None = None) -> None:
+        self._set_up, self._fit_start_given = False, False
         if not self._fit.begun:
             return
-        self._budget = self._fit.budget(wall_time(self._device))
+        self._budget = self._fit.budget(now if now is not None else wall_time(self._device))
         self._verdict = verdict(self._budget, self._fit.steps.transfer_s, self.advice)
         self._fit.reset()
         self._report(trainer, status)
@@ -496,6 +510,10 @@ class EpochTimer(Callback):
 
     def _timed_save(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def timed_save_checkpoint(*args: Any, **kwargs: Any) -> Any:
+            if self._steps.in_step:
+                # A callback saving inside a step (before EpochTimer's on_train_batch_end): the save is that
+                # step's time, counted once, there.
+                return original(*args, **kwargs)
             start = wall_time(self._device)
             # Inside a training epoch, the epoch's clock pauses as for validation: a save right after
             # mid-epoch validation extends that pause, so the next batch's wait starts after the save.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,20 @@ def main(argv: list[str]) -> None:
     for warning in warnings:
         print(warning)
     if options.csv:
-        print(f"table: {write_table_csv(_writable(options.csv, '--csv'), rows)}")
+        print(f"table: {_write(options.csv, '--csv', lambda path: write_table_csv(path, rows))}")
     if options.plot:
-        print(f"plot: {plot_runs(_writable(options.plot, '--plot'), runs)}")
+        print(f"plot: {_write(options.plot, '--plot', lambda path: plot_runs(path, runs))}")
 
 
-def _writable(path: str, option: str) -> Path:
+def _write(path: str, option: str, write: Callable[[Path], Path]) -> Path:
+    """``write(path)``, with a folder that is missing or a file that cannot be written named in one line."""
     target = Path(path)
     if not target.parent.is_dir():
         raise ConfigError(f"{option} {path!r}: the folder {target.parent} does not exist")
-    return target
+    try:
+        return write(target)
+    except OSError as error:
+        raise ConfigError(f"{option} {path!r} cannot be written ({error.strerror or error})") from None
 
 
 # How each row of the printed table is labelled and formatted (the CSV keeps every digit).

@@ -96,6 +96,8 @@ class CifarbenchCLI(LightningCLI):
             return
         if isinstance(self.datamodule, CIFAR10DataModule) and not self.datamodule.drop_last:
             self.datamodule.drop_last = True
+            # So that the run's config.yaml (written later, in setup) says what ran.
+            (self.config[self.subcommand] if self.subcommand else self.config)["data.drop_last"] = True
             notice(
                 f"--model.compile {mode}: the smaller last training batch of each epoch is dropped "
                 f"(--data.drop_last true): its shape would be a second compile.",

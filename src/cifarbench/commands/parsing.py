@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from cifarbench.errors import ConfigError
+
 
 def new_parser(prog: str, description: str) -> ArgumentParser:
     """A jsonargparse parser that raises ArgumentError (``cifarbench.__main__`` words it), not exits."""
@@ -46,6 +48,14 @@ def split_known(parser: ArgumentParser, argv: Sequence[str]) -> tuple[list[str],
         else:
             following = argv[index + 1] if index + 1 < len(argv) else None
             flag = getattr(parser._option_string_actions.get(name), "nargs", None) == "?"
+            if (
+                flag
+                and following is not None
+                and not following.startswith("-")
+                and following.lower() not in _BOOL_WORDS
+            ):
+                # A word after a flag would otherwise reach fit as a stray argument, far from its cause.
+                raise ConfigError(f"{name} is a flag: give it alone or with true or false, not {following!r}")
             if following is None or (flag and following.lower() not in _BOOL_WORDS):
                 own.append(arg)  # a flag given alone, or a value left out: the parser says which
             else:
