@@ -248,3 +248,24 @@ def test_a_fit_that_fails_before_the_timer_is_set_up_reports_nothing_and_the_nex
     assert timer.budget == {} and not (tmp_path / "broken" / "fit_budget.json").exists()
     trainer(tmp_path / "next", timer).fit(SleepyModule(step_delay=FORWARD), loader(0.0, steps=2))
     assert sum(timer.budget.values()) > 2 * FORWARD and (tmp_path / "next" / "fit_budget.json").is_file()
+
+
+class CompiledSleepy(SleepyModule):
+    """SleepyModule whose layer is compiled (dynamo's eager backend: real guards and graphs, no codegen)."""
+
+    def __init__(self, **delays: float) -> None:
+        super().__init__(**delays)
+        self.layer.compile(backend="eager", dynamic=False)
+
+
+def test_phases_are_marked_around_a_compiled_network(tmp_path):
+    """The marks are Lightning's hooks, outside the compiled region: the sleeps around it are recovered."""
+    module, timer = CompiledSleepy(step_delay=FORWARD, backward_delay=BACKWARD), EpochTimer(print_table=False)
+    trainer(tmp_path, timer, max_epochs=2).fit(module, loader(0.0, steps=STEPS))
+    forward = sum(epoch.forward_s for epoch in timer.history)
+    backward = sum(epoch.backward_s for epoch in timer.history)
+    # The first step compiles (inside the forward): the budget keeps it apart, in first_step.
+    assert timer.budget["first_step"] > timer.budget["forward"] / (2 * STEPS - 1)
+    assert_within(timer.budget["forward"], module.step_delay.total - FORWARD)
+    assert_within(backward, module.backward_delay.total)
+    assert forward > module.step_delay.total

@@ -20,6 +20,7 @@ pause) to its start.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +235,47 @@ def _phase_seconds(marks: _Marks, seconds: Any) -> tuple[float, float, float]:
         if phase is not None:
             state, previous = _OPENS[phase], mark
     return forward, backward, optimizer
+
+
+class EpochClock:
+    """A training epoch's wall time, less its pauses: validation inside it, and checkpoint saves.
+
+    A pause ends where it ended (``pause_ended``), but is closed only when the next step starts (``resume``):
+    the wait for the next batch starts at the pause's end, and counts as data loading.
+    """
+
+    def __init__(self) -> None:
+        self.begin(0.0)
+
+    def begin(self, now: float) -> None:
+        self.start_s, self.paused_s = now, 0.0
+        self._pause_start: float | None = None
+        self._pause_end: tuple[float, Any] | None = None  # (wall time, clock mark)
+
+    @property
+    def paused(self) -> bool:
+        return self._pause_start is not None
+
+    def pause(self, now: float) -> None:
+        if self._pause_start is None:
+            self._pause_start, self._pause_end = now, None
+
+    def pause_ended(self, now: float, mark: Any) -> None:
+        if self._pause_start is not None:
+            self._pause_end = (now, mark)
+
+    def resume(self, now: Callable[[], tuple[float, Any]], at_epoch_end: bool = False) -> Any:
+        """Close the pause where it ended (at epoch end, or if it has not ended: ``now()``, a (wall, mark)
+        pair); the mark where the next wait for data starts. ``None`` when there was no pause."""
+        if self._pause_start is None:
+            return None
+        end_s, end_mark = now() if at_epoch_end or self._pause_end is None else self._pause_end
+        self.paused_s += end_s - self._pause_start
+        self._pause_start, self._pause_end = None, None
+        return end_mark
+
+    def seconds(self, now: float) -> float:
+        return now - self.start_s - self.paused_s
 
 
 # ------------------------------------------------------------------------------------------- the fit budget

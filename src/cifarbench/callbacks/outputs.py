@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -128,6 +130,15 @@ def write_budget_json(
         file.write("\n")
         _flush(file)
     os.replace(temporary, path)  # whole or not at all, even if the process dies while writing
+
+
+def machine_description(device: torch.device) -> dict[str, str]:
+    """The host and the device a run trained on (a GPU's name; the CPU's otherwise)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {"host": platform.node(), "device": f"{device.type}: {name}"}
 
 
 def epoch_metrics(timing: EpochTiming) -> dict[str, float]:

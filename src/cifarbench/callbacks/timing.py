@@ -23,10 +23,8 @@ The hooks here only turn Lightning's calls into marks. The accounting (``account
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -36,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.data import extract_batch_size
 from typing_extensions import override
 
-from cifarbench.callbacks.accounting import FitAccount, Phase, StepAccount, StepTimes
+from cifarbench.callbacks.accounting import EpochClock, FitAccount, Phase, StepAccount, StepTimes
 from cifarbench.callbacks.clocks import Clock, make_clock, wall_time
 from cifarbench.callbacks.flops import peak_flops, training_flops_per_sample
 from cifarbench.callbacks.outputs import (
@@ -47,10 +45,11 @@ from cifarbench.callbacks.outputs import (
     budget_markdown,
     epoch_metrics,
     log_metrics,
+    machine_description,
     step_metrics,
     write_budget_json,
 )
-from cifarbench.callbacks.records import EpochTiming
+from cifarbench.callbacks.records import EpochTiming, epoch_timing
 from cifarbench.callbacks.table import render_report
 from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, verdict
 
@@ -62,14 +61,6 @@ CURVE_POINTS_KEPT = 2_000
 # The strategy and trainer methods EpochTimer wraps (as instance attributes) to see copies, optimizer steps
 # and checkpoint saves, which have no hooks of their own.
 _WRAPPED = (("strategy", "batch_to_device"), ("strategy", "optimizer_step"), ("trainer", "save_checkpoint"))
-
-
-@dataclass
-class _Pause:
-    """Validation or a checkpoint save inside a training epoch: excluded from the epoch's time."""
-
-    start_wall: float
-    end: tuple[float, Any] | None = None  # (wall time, clock mark) when it ended
 
 
 class EpochTimer(Callback):
@@ -146,9 +137,7 @@ class EpochTimer(Callback):
         self._curve: list[StepTimes] = []  # sampled steps, waiting to be logged
         self._in_epoch = False
         self._validating = False
-        self._pause: _Pause | None = None
-        self._paused_s = 0.0
-        self._epoch_wall_start = 0.0
+        self._epoch = EpochClock()
 
     # ----------------------------------------------------------------------------------------- results
     @property
@@ -232,8 +221,8 @@ class EpochTimer(Callback):
             # Resumed from a mid-epoch checkpoint: Lightning skips on_train_epoch_start. The epoch's row then
             # covers the steps run since the resume (its `steps` says how many).
             self._start_epoch()
-        if self._pause is not None:
-            self._resume_if_paused(at_epoch_end=False)
+        if self._epoch.paused:
+            self._resume()
         self._steps.start_step()
 
     @override
@@ -271,8 +260,7 @@ class EpochTimer(Callback):
         self._fit.open("validation", now)
         if self._in_epoch:  # validation inside the epoch: the epoch's clock pauses
             self._validating = True
-            if self._pause is None:
-                self._pause = _Pause(start_wall=now)
+            self._epoch.pause(now)
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -280,9 +268,9 @@ class EpochTimer(Callback):
             return
         now = wall_time(self._device)
         self._fit.close("validation", now)
-        if self._validating and self._pause is not None:
+        if self._validating:
             self._validating = False
-            self._pause.end = (now, self._clock.mark())
+            self._epoch.pause_ended(now, self._clock.mark())
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -325,16 +313,15 @@ class EpochTimer(Callback):
     def _start_epoch(self) -> None:
         self._in_epoch = True
         self._validating = False
-        self._pause, self._paused_s = None, 0.0
-        self._epoch_wall_start = wall_time(self._device)
-        self._fit.epoch_started(self._epoch_wall_start)
+        self._epoch.begin(wall_time(self._device))
+        self._fit.epoch_started(self._epoch.start_s)
         if self._device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self._device)
         self._steps.start_epoch()
 
     def _end_epoch(self, trainer: L.Trainer) -> None:
-        self._resume_if_paused(at_epoch_end=True)
-        epoch_s = wall_time(self._device) - self._epoch_wall_start - self._paused_s
+        self._resume(at_epoch_end=True)
+        epoch_s = self._epoch.seconds(wall_time(self._device))
         self._in_epoch = False
         self._take(trainer, self._steps.close_epoch())
         self._fit.add_epoch(self._steps.epoch)
@@ -347,19 +334,11 @@ class EpochTimer(Callback):
         )
         self._append_csv(timing)
 
-    def _resume_if_paused(self, at_epoch_end: bool) -> None:
-        """End a pause where it ended: the next batch is fetched after it, and that counts as data loading.
-        At epoch end (a fallback: epochs normally end at validation start), now.
-        """
-        if self._pause is None:
-            return
-        if at_epoch_end or self._pause.end is None:
-            end_wall, end_mark = wall_time(self._device), self._clock.mark()
-        else:
-            end_wall, end_mark = self._pause.end
-        self._paused_s += end_wall - self._pause.start_wall
-        self._steps.restart_gap(end_mark)
-        self._pause = None
+    def _resume(self, at_epoch_end: bool = False) -> None:
+        """Close a pause: the next wait for data starts where it ended (at epoch end, a fallback, now)."""
+        mark = self._epoch.resume(lambda: (wall_time(self._device), self._clock.mark()), at_epoch_end)
+        if mark is not None:
+            self._steps.restart_gap(mark)
 
     def _take(self, trainer: L.Trainer, steps: list[StepTimes]) -> None:
         """Steps just read: the fit's first is kept apart, the sampled ones wait for the per-step curves."""
@@ -378,42 +357,17 @@ class EpochTimer(Callback):
             self._guard.run("loggers (per-step curves)", lambda: _log_steps(trainer, points))
 
     def _epoch_timing(self, trainer: L.Trainer, epoch_s: float) -> EpochTiming:
-        totals, spread = self._steps.epoch, self._steps.spread
         peak_memory = torch.cuda.max_memory_allocated(self._device) if self._device.type == "cuda" else None
-        seconds = [
-            totals.data_loading_s, totals.training_s, epoch_s, totals.transfer_s, totals.forward_s,
-            totals.backward_s, totals.optimizer_s, totals.step_other_s, spread.quantile(0.5),
-            spread.quantile(0.9), spread.max, float(peak_memory or 0),
-        ]  # fmt: skip
-        slowest, mean, samples = _reduce_over_ranks(trainer, seconds, totals.samples)
-        samples_per_s = samples / slowest[2] if slowest[2] > 0 else 0.0
-        mfu = None
-        if self._mfu_flops is not None:
-            per_sample, peak = self._mfu_flops
-            mfu = samples_per_s * per_sample / (peak * trainer.world_size)
-        return EpochTiming(
-            epoch=trainer.current_epoch,
-            data_loading_s=slowest[0],
-            training_s=slowest[1],
-            epoch_s=slowest[2],
-            transfer_s=slowest[3],
-            steps=totals.steps,
-            samples=samples,
-            samples_per_s=samples_per_s,
-            data_loading_mean_s=mean[0],
-            training_mean_s=mean[1],
-            epoch_mean_s=mean[2],
-            world_size=trainer.world_size,
-            clock=self._clock.name,
-            mfu=mfu,
-            forward_s=slowest[4],
-            backward_s=slowest[5],
-            optimizer_s=slowest[6],
-            step_other_s=slowest[7],
-            step_p50_s=slowest[8],
-            step_p90_s=slowest[9],
-            step_max_s=slowest[10],
-            peak_memory_bytes=int(slowest[11]) if peak_memory is not None else None,
+        return epoch_timing(
+            trainer.current_epoch,
+            self._steps.epoch,
+            self._steps.spread,
+            epoch_s,
+            self._clock.name,
+            peak_memory,
+            self._mfu_flops,
+            trainer.world_size,
+            lambda seconds, samples: _reduce_over_ranks(trainer, seconds, samples),
         )
 
     # ------------------------------------------------------------------------------------------ fit end
@@ -518,27 +472,18 @@ class EpochTimer(Callback):
             # Inside a training epoch, the epoch's clock pauses as for validation: a save right after
             # mid-epoch validation extends that pause, so the next batch's wait starts after the save.
             pauses = self._in_epoch and not self._validating
-            if pauses and self._pause is None:
-                self._pause = _Pause(start_wall=start)
+            if pauses:
+                self._epoch.pause(start)
             self._fit.open("checkpointing", start)
             try:
                 return original(*args, **kwargs)
             finally:
                 end = wall_time(self._device)
                 self._fit.close("checkpointing", end)
-                if pauses and self._pause is not None:
-                    self._pause.end = (end, self._clock.mark())
+                if pauses:
+                    self._epoch.pause_ended(end, self._clock.mark())
 
         return timed_save_checkpoint
-
-
-def machine_description(device: torch.device) -> dict[str, str]:
-    """The host and the device a run trained on (a GPU's name; the CPU's otherwise)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-    return {"host": platform.node(), "device": f"{device.type}: {name}"}
 
 
 def _log_steps(trainer: L.Trainer, steps: list[StepTimes]) -> None:
