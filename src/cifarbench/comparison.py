@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cifarbench.errors import CifarbenchError
 from cifarbench.lab.plots import stacked_bars
 from cifarbench.lab.tables import write_csv
+from cifarbench.run_folder import read_mapping
 
 TIMINGS = "timings.csv"
 # What every timings.csv has had since the first version; without these a file is not EpochTimer's.
@@ -128,7 +127,7 @@ def read_run(name: str, folder: Path) -> Run:
             )
     epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
     text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
-    config, budget = _read_mapping(folder / "config.yaml"), _read_mapping(folder / "fit_budget.json")
+    config, budget = read_mapping(folder / "config.yaml"), read_mapping(folder / "fit_budget.json")
     return Run(name, folder, epochs, columns, config, budget, text)
 
 
@@ -138,18 +137,6 @@ def _is_number(text: str | None) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    """A run's optional ``config.yaml`` or ``fit_budget.json`` (YAML reads JSON too); ``{}`` when absent."""
-    if not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())  # YAML's messages span lines; one line per problem here
-        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {reason})") from None
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def warnings_for(runs: Sequence[Run]) -> list[str]:

@@ -76,11 +76,19 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def read_config(log_dir: Path) -> dict[str, Any]:
     """The run's ``config.yaml`` (what LightningCLI ran), or ``{}`` when there is none."""
-    path = log_dir / "config.yaml"
+    return read_mapping(log_dir / "config.yaml")
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A run's optional ``config.yaml`` or ``fit_budget.json`` (YAML reads JSON too); ``{}`` when absent."""
     if not path.is_file():
         return {}
-    with open(path) as file:
-        return yaml.safe_load(file) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())  # YAML's messages span lines; one line per problem here
+        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {reason})") from None
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _numbers(row: dict[str, str]) -> dict[str, float]:
