@@ -10,6 +10,10 @@ from typing import Any
 from cifarbench.callbacks.accounting import Totals
 from cifarbench.callbacks.spread import LogHistogram
 
+# The files EpochTimer writes in a run's log dir; readers of a run folder take the names from here.
+TIMINGS_CSV = "timings.csv"
+BUDGET_JSON = "fit_budget.json"
+
 # (per-rank values, samples) -> (the slowest rank's values, their mean over ranks, samples summed over ranks)
 Reduce = Callable[[list[float], int], tuple[list[float], list[float], int]]
 

@@ -49,11 +49,10 @@ from cifarbench.callbacks.outputs import (
     step_metrics,
     write_budget_json,
 )
-from cifarbench.callbacks.records import EpochTiming, epoch_timing
+from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV, EpochTiming, epoch_timing
 from cifarbench.callbacks.table import render_report
 from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, verdict
 
-BUDGET_FILENAME = "fit_budget.json"
 # Sampled steps wait for the loggers until the epoch ends: a logger's write costs far more than a step's
 # marks (TensorBoard: about 0.1 ms a scalar), and at epoch end it is not inside any step. A very long epoch
 # writes them every this many points, so memory stays bounded (about 100 bytes a point).
@@ -99,7 +98,7 @@ class EpochTimer(Callback):
         self,
         sync: bool = False,
         log_every_n_steps: int | None = None,
-        csv_filename: str | None = "timings.csv",
+        csv_filename: str | None = TIMINGS_CSV,
         print_table: bool = True,
         peak_flops: float | None = None,
         flops_per_sample: float | None = None,
@@ -162,7 +161,7 @@ class EpochTimer(Callback):
 
     @property
     def budget_path(self) -> str | None:
-        return os.path.join(self._log_dir, BUDGET_FILENAME) if self._log_dir else None
+        return os.path.join(self._log_dir, BUDGET_JSON) if self._log_dir else None
 
     def mark_fit_start(self) -> None:
         """Start the fit's clock now: call just before ``trainer.fit`` to count what Lightning runs before the
