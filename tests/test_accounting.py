@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from cifarbench.callbacks.accounting import BUCKETS, FitAccount, Phase, StepAccount
+from cifarbench.callbacks.accounting import FitAccount
+from cifarbench.callbacks.quantities import BUCKET_ORDER, PARTS, Q
+from cifarbench.callbacks.steps import Phase, StepAccount
 from cifarbench.callbacks.spread import LogHistogram
 
 
@@ -64,24 +66,30 @@ def run_step(
         clock.advance(seconds)
 
 
-def test_automatic_optimization_splits_forward_backward_optimizer_and_the_tail():
+def parts(step) -> tuple[float, ...]:
+    return tuple(getattr(step, part.column_name) for part in PARTS)
+
+
+def test_automatic_optimization_splits_the_users_step_from_lightnings_work():
     clock = ManualClock()
     account = StepAccount(clock)
     account.start_epoch()
     clock.advance(0.3)  # waiting for the batch
     run_step(account, clock, [
-        ("start", 1.0),             # training_step, loss, zero_grad
-        ("before_backward", 2.0),   # backward
-        ("after_backward", 0.1),    # closure returns
-        ("before_optimizer", 0.5),  # optimizer.step()
-        ("after_optimizer", 0.2),   # lr scheduler, bookkeeping: still the optimizer's
+        ("start", 0.05),                # Lightning: the closure's set-up
+        ("training_step_start", 1.0),   # the user's training_step
+        ("training_step_end", 0.2),     # Lightning: zero_grad, hook calls
+        ("before_backward", 2.0),       # backward
+        ("after_backward", 0.1),        # Lightning: the closure returns
+        ("before_optimizer", 0.5),      # optimizer.step()
+        ("after_optimizer", 0.2),       # Lightning: bookkeeping after the step
         ("end", 0.0),
     ])  # fmt: skip
     (step,) = account.drain()
     assert step.data_loading_s == pytest.approx(0.3)
-    assert (step.forward_s, step.backward_s, step.optimizer_s) == pytest.approx((1.0, 2.0, 0.7))
-    assert step.step_other_s == pytest.approx(0.1)
-    assert step.training_s == pytest.approx(3.8)
+    # forward, backward, optimizer, framework, step_other
+    assert parts(step) == pytest.approx((1.0, 2.0, 0.5, 0.55, 0.0))
+    assert step.training_s == pytest.approx(4.05)
 
 
 def test_manual_optimization_with_two_optimizers_sums_backwards_and_optimizer_steps():
@@ -89,53 +97,70 @@ def test_manual_optimization_with_two_optimizers_sums_backwards_and_optimizer_st
     account = StepAccount(clock)
     account.start_epoch()
     run_step(account, clock, [
-        ("start", 1.0),             # forward of the first network
+        ("start", 0.05),
+        ("training_step_start", 1.0),   # forward of the first network
         ("before_backward", 2.0),
         ("after_backward", 0.0),
         ("before_optimizer", 0.5),
-        ("after_optimizer", 0.7),   # forward of the second network: not the first forward, so step_other
+        ("after_optimizer", 0.7),       # forward of the second network: inside training_step, so step_other
         ("before_backward", 3.0),
         ("after_backward", 0.0),
         ("before_optimizer", 0.25),
         ("after_optimizer", 0.05),
+        ("training_step_end", 0.1),
         ("end", 0.0),
     ])  # fmt: skip
     (step,) = account.drain()
-    assert (step.forward_s, step.backward_s, step.optimizer_s) == pytest.approx((1.0, 5.0, 0.8))
-    assert step.step_other_s == pytest.approx(0.7)
+    assert parts(step) == pytest.approx((1.0, 5.0, 0.75, 0.15, 0.75))
 
 
 def test_an_accumulating_step_has_no_optimizer_time():
     clock = ManualClock()
     account = StepAccount(clock)
     account.start_epoch()
-    run_step(
-        account, clock, [("start", 1.0), ("before_backward", 2.0), ("after_backward", 0.4), ("end", 0.0)]
-    )
+    script = [("start", 0.0), ("training_step_start", 1.0), ("training_step_end", 0.1), ("before_backward", 2.0),
+              ("after_backward", 0.4), ("end", 0.0)]  # fmt: skip
+    run_step(account, clock, script)
     (step,) = account.drain()
-    assert (step.forward_s, step.backward_s, step.optimizer_s, step.step_other_s) == pytest.approx(
-        (1.0, 2.0, 0.0, 0.4)
-    )
+    assert parts(step) == pytest.approx((1.0, 2.0, 0.0, 0.5, 0.0))
 
 
-def test_a_step_without_backward_is_all_forward_and_phases_always_add_up():
+def test_a_step_without_marks_is_all_framework_and_parts_always_add_up():
     clock = ManualClock()
     account = StepAccount(clock)
     account.start_epoch()
     run_step(account, clock, [("start", 1.5), ("end", 0.0)])
     rng = random.Random(0)
-    for index in range(50):  # random sequences of marks: the four parts always add up to the step
+    phases = [value for name, value in vars(Phase).items() if name.isupper()]
+    assert len(phases) == 6
+    for index in range(50):  # random sequences of marks: the five parts always add up to the step
         script = [("start", rng.random())]
-        phases = [Phase.BEFORE_BACKWARD, Phase.AFTER_BACKWARD, Phase.BEFORE_OPTIMIZER, Phase.AFTER_OPTIMIZER]
-        script += [(rng.choice(phases), rng.random()) for _ in range(rng.randint(0, 8))]
+        script += [(rng.choice(phases), rng.random()) for _ in range(rng.randint(0, 10))]
         run_step(account, clock, [*script, ("end", 0.0)], step=index + 2)
     steps = account.drain()
-    assert steps[0].forward_s == pytest.approx(1.5) and steps[0].step_other_s == pytest.approx(0.0)
+    assert parts(steps[0]) == pytest.approx((0.0, 0.0, 0.0, 1.5, 0.0))
     for step in steps:
-        assert step.forward_s + step.backward_s + step.optimizer_s + step.step_other_s == pytest.approx(
-            step.training_s
-        )
-        assert min(step.forward_s, step.backward_s, step.optimizer_s) >= 0
+        assert sum(parts(step)) == pytest.approx(step.training_s)
+        assert min(parts(step)) >= 0
+
+
+def test_the_profilers_own_time_comes_out_of_the_gap_and_the_step_into_a_part_of_its_own():
+    clock = ManualClock()
+    account = StepAccount(clock)
+    account.start_epoch()
+    clock.advance(1.0)
+    account.cost_s += 0.25  # EpochTimer's own work while the loop waited for the batch
+    account.start_step()
+    account.mark(Phase.TRAINING_STEP_START)
+    clock.advance(2.0)
+    account.mark(Phase.TRAINING_STEP_END)
+    clock.advance(0.5)
+    account.cost_s += 0.125  # its own work inside the step, in Lightning's part
+    account.end_step(samples=4, global_step=1)
+    (step,) = account.drain()
+    assert step.data_loading_s == pytest.approx(0.75) and step.profiler_s == pytest.approx(0.375)
+    assert step.forward_s == pytest.approx(2.0) and step.framework_s == pytest.approx(0.375)
+    assert step.data_loading_s + step.training_s + step.profiler_s == pytest.approx(3.5)  # the wall time
 
 
 def test_unready_steps_wait_and_are_read_in_order_after_one_settle():
@@ -190,24 +215,26 @@ def test_fit_budget_adds_up_and_moves_the_first_step_out_of_the_phases():
     clock.now = 2.5
     fit = FitAccount()
     fit.begin(0.0)
-    fit.open("sanity_check", 1.0)
-    fit.close("sanity_check", 2.0)
+    fit.open(Q.sanity_check, 1.0)
+    fit.close(Q.sanity_check, 2.0)
     fit.epoch_started(2.5)
     account = StepAccount(clock)
     account.start_epoch()
     for index in range(2):
         clock.advance(0.5)
-        run_step(account, clock, [("start", 1.0), ("before_backward", 2.0), ("after_backward", 0.0),
-                                  ("before_optimizer", 1.0), ("end", 0.0)], step=index + 1)  # fmt: skip
+        run_step(account, clock, [("start", 0.0), ("training_step_start", 1.0), ("before_backward", 2.0),
+                                  ("after_backward", 0.0), ("before_optimizer", 1.0), ("end", 0.0)],
+                 step=index + 1)  # fmt: skip
     steps = account.close_epoch()
     fit.saw_step(steps[0])
     fit.add_epoch(account.epoch)
-    fit.open("validation", 11.5)
-    fit.open("checkpointing", 12.0)  # a save during validation counts as checkpointing, not validation
-    fit.close("checkpointing", 12.5)
-    fit.close("validation", 13.5)
+    fit.open(Q.validation, 11.5)
+    fit.open(Q.checkpointing, 12.0)  # a save during validation counts as checkpointing, not validation
+    fit.close(Q.checkpointing, 12.5)
+    fit.close(Q.validation, 13.5)
     budget = fit.budget(now=14.0)
-    assert list(budget) == list(BUCKETS)
+    assert list(budget) == [bucket.name for bucket in BUCKET_ORDER]
+    assert budget.framework == pytest.approx(0.0) and budget.profiler == pytest.approx(0.0)
     assert budget["startup"] == pytest.approx(1.5) and budget["sanity_check"] == pytest.approx(1.0)
     assert budget["first_step"] == pytest.approx(4.0)
     assert (budget["forward"], budget["backward"], budget["optimizer"]) == pytest.approx((1.0, 2.0, 1.0))
@@ -215,3 +242,19 @@ def test_fit_budget_adds_up_and_moves_the_first_step_out_of_the_phases():
     assert budget["validation"] == pytest.approx(1.5) and budget["checkpointing"] == pytest.approx(0.5)
     assert sum(budget.values()) == pytest.approx(14.0)
     assert budget["other"] == pytest.approx(14.0 - 1.5 - 1.0 - 4.0 - 1.0 - 4.0 - 1.5 - 0.5)
+
+
+def test_the_profilers_own_time_outside_the_steps_moves_from_its_bucket_and_the_budget_still_adds_up():
+    fit = FitAccount()
+    fit.begin(0.0)
+    fit.epoch_started(1.0)
+    fit.open(Q.validation, 5.0)
+    fit.close(Q.validation, 7.0)
+    fit.charge(Q.startup, 0.25)  # its hooks before the first epoch
+    fit.charge(Q.validation, 0.5)  # ... during validation
+    fit.charge(Q.other, 0.125)  # ... at epoch ends
+    budget = fit.budget(now=10.0)
+    assert budget.startup == pytest.approx(0.75) and budget.validation == pytest.approx(1.5)
+    assert budget.profiler == pytest.approx(0.875)
+    assert budget.other == pytest.approx(10.0 - 1.0 - 2.0 - 0.125)
+    assert budget.fit_s == pytest.approx(10.0)

@@ -63,10 +63,12 @@ def test_the_step_anatomy_is_in_tensorboard_and_the_csv_after_the_older_columns(
         ("time/optimizer", "optimizer_s"),
         ("time/step_other", "step_other_s"),
         ("time/step_p90", "step_p90_s"),
+        ("time/framework", "framework_s"),
+        ("time/profiler", "profiler_s"),
     ):
         assert [step for step, _ in scalars[tag]] == [2, 4], tag
         assert [value for _, value in scalars[tag]] == pytest.approx([float(row[column]) for row in rows])
-    for tag in ("time/step_forward", "time/step_backward", "time/step_optimizer"):
+    for tag in ("time/step_forward", "time/step_backward", "time/step_optimizer", "time/step_framework"):
         assert [step for step, _ in scalars[tag]] == [1, 2, 3, 4], tag
     assert "memory/peak_bytes" not in scalars  # no honest per-epoch measure on a CPU
     older = ["epoch", "data_loading_s", "training_s", "epoch_s", "transfer_s", "steps", "samples",
@@ -74,9 +76,11 @@ def test_the_step_anatomy_is_in_tensorboard_and_the_csv_after_the_older_columns(
              "mfu"]  # fmt: skip
     newer = ["forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p50_s", "step_p90_s",
              "step_max_s", "peak_memory_bytes"]  # fmt: skip
-    assert reader.fieldnames == older + newer
+    newest = ["framework_s", "profiler_s"]  # with the one schema
+    assert reader.fieldnames == older + newer + newest
     for row in rows:  # the parts add up to the training time, and a step's spread is ordered
-        parts = sum(float(row[name]) for name in ("forward_s", "backward_s", "optimizer_s", "step_other_s"))
+        names = ("forward_s", "backward_s", "optimizer_s", "framework_s", "step_other_s")
+        parts = sum(float(row[name]) for name in names)
         assert parts == pytest.approx(float(row["training_s"]))
         assert float(row["step_p50_s"]) <= float(row["step_p90_s"]) <= float(row["step_max_s"])
 
@@ -107,7 +111,8 @@ def test_tensorboard_has_a_custom_scalars_layout_with_data_and_training_on_one_c
     tags = charts["data loading vs training per epoch (s)"]
     assert "^time/data_loading$" in tags and "^time/training$" in tags
     assert charts["inside the step, per epoch (s)"] == [
-        "^time/forward$", "^time/backward$", "^time/optimizer$", "^time/step_other$"
+        "^time/forward$", "^time/backward$", "^time/optimizer$", "^time/framework$", "^time/step_other$",
+        "^time/profiler$",
     ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 
 from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.quantities import Budget
 from cifarbench.callbacks.verdict import GENERIC_ADVICE, verdict
 from cifarbench.commands.fit import ADVICE
 
@@ -60,7 +61,7 @@ def test_the_cli_names_its_own_options_in_the_advice():
         ("startup", "sanity_check", "first_step", "forward", "backward", "optimizer", "step_other"), 0.1
     )
     budget |= {"data_loading": 5.0, "validation": 0.0, "checkpointing": 0.0, "other": 0.0}
-    findings = verdict(budget, transfer_s=0.0, advice=ADVICE)
+    findings = verdict(Budget(**budget), transfer_s=0.0, advice=ADVICE)
     assert [finding.kind for finding in findings] == ["summary", "input_bound"]
     assert "--data.num_workers" in findings[1].text and "--data.pipeline" in findings[1].text
     assert set(ADVICE) == set(GENERIC_ADVICE)  # the CLI has advice for every kind
@@ -70,9 +71,9 @@ def test_several_findings_come_largest_first_and_at_most_three():
     budget = {name: 0.1 for name in ("sanity_check", "forward", "backward", "step_other", "other")}
     budget |= {"startup": 5.5, "first_step": 4.0, "data_loading": 0.5, "optimizer": 0.1, "validation": 5.0,
                "checkpointing": 2.0}  # fmt: skip
-    findings = verdict(budget, transfer_s=0.0)
+    findings = verdict(Budget(**budget), transfer_s=0.0)
     # Four rules fire (checkpointing is 11% of the fit too); the three largest are shown.
     assert [finding.kind for finding in findings] == [
         "summary", "startup_heavy", "validation_heavy", "first_step_heavy"
     ]  # fmt: skip
-    assert verdict(budget | {"startup": 0.1}, transfer_s=0.0)[-1].kind == "checkpoint_heavy"
+    assert verdict(Budget(**budget | {"startup": 0.1}), transfer_s=0.0)[-1].kind == "checkpoint_heavy"

@@ -17,35 +17,16 @@ import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from cifarbench.callbacks.accounting import StepTimes
-from cifarbench.callbacks.records import CSV_FIELDS, EpochTiming
+from cifarbench.callbacks.quantities import (
+    CSV_FIELDS,
+    RANK_MEANS,
+    STEP_CURVES,
+    epoch_metric_tags,
+    tensorboard_layout,
+)
 from cifarbench.callbacks.verdict import Finding
 
 T = TypeVar("T")
-
-# The custom-scalars charts (TensorBoard's CUSTOM SCALARS tab).
-TENSORBOARD_LAYOUT: dict[str, dict[str, list[Any]]] = {
-    "cifarbench timing": {
-        "data loading vs training per epoch (s)": [
-            "Multiline",
-            ["^time/data_loading$", "^time/training$", "^time/epoch$"],
-        ],
-        "inside the step, per epoch (s)": [
-            "Multiline",
-            ["^time/forward$", "^time/backward$", "^time/optimizer$", "^time/step_other$"],
-        ],
-        "per step (s)": [
-            "Multiline",
-            [
-                "^time/step_data_loading$",
-                "^time/step_training$",
-                "^time/step_forward$",
-                "^time/step_backward$",
-                "^time/step_optimizer$",
-            ],
-        ],
-    }
-}
 
 
 class OutputGuard:
@@ -80,7 +61,7 @@ class TimingsCsv:
         self.path = path
         self._complete = False
 
-    def write_all(self, rows: Sequence[EpochTiming]) -> None:
+    def write_all(self, rows: Sequence[Any]) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._complete = False
         with open(self.path, "w", newline="") as file:
@@ -90,7 +71,7 @@ class TimingsCsv:
             _flush(file)
         self._complete = True
 
-    def append(self, row: EpochTiming, history: Sequence[EpochTiming]) -> None:
+    def append(self, row: Any, history: Sequence[Any]) -> None:
         """Add ``row`` (the last of ``history``); rewrite everything if an earlier write failed."""
         if not self._complete:
             self.write_all(history)
@@ -109,7 +90,7 @@ def _flush(file: Any) -> None:
 
 def write_budget_json(
     path: str,
-    budget: Mapping[str, float],
+    budget: Any,
     findings: Iterable[Finding],
     status: str,
     clock: str,
@@ -117,8 +98,8 @@ def write_budget_json(
 ) -> None:
     """``fit_budget.json``: ``{"fit_s", "buckets": {...}, "verdict": [{"kind", "text"}], ...}``."""
     document = {
-        "fit_s": sum(budget.values()),
-        "buckets": dict(budget),
+        "fit_s": budget.fit_s,
+        "buckets": budget.as_dict(),
         "verdict": [finding.as_dict() for finding in findings],
         "status": status,
         "clock": clock,
@@ -141,42 +122,24 @@ def machine_description(device: torch.device) -> dict[str, str]:
     return {"host": platform.node(), "device": f"{device.type}: {name}"}
 
 
-def epoch_metrics(timing: EpochTiming) -> dict[str, float]:
-    """The epoch-level scalars (seconds, samples/s, MFU, bytes)."""
-    metrics = {
-        "time/data_loading": timing.data_loading_s,
-        "time/training": timing.training_s,
-        "time/epoch": timing.epoch_s,
-        "time/transfer": timing.transfer_s,
-        "time/forward": timing.forward_s,
-        "time/backward": timing.backward_s,
-        "time/optimizer": timing.optimizer_s,
-        "time/step_other": timing.step_other_s,
-        "time/step_p90": timing.step_p90_s,
-        "throughput/samples_per_s": timing.samples_per_s,
-    }
-    if timing.mfu is not None:
-        metrics["throughput/mfu"] = timing.mfu
-    if timing.peak_memory_bytes is not None:
-        metrics["memory/peak_bytes"] = float(timing.peak_memory_bytes)
-    if timing.world_size > 1:
-        metrics |= {
-            "time/data_loading_mean": timing.data_loading_mean_s,
-            "time/training_mean": timing.training_mean_s,
-            "time/epoch_mean": timing.epoch_mean_s,
-        }
+_EPOCH_TAGS = epoch_metric_tags()
+_RANK_MEAN_COLUMNS = frozenset(quantity.column_name for quantity in RANK_MEANS)
+
+
+def epoch_metrics(timing: Any) -> dict[str, float]:
+    """The epoch-level scalars (seconds, samples/s, MFU, bytes); the means over ranks only with several."""
+    metrics = {}
+    for column, tag in _EPOCH_TAGS.items():
+        value = getattr(timing, column)
+        if value is None or (column in _RANK_MEAN_COLUMNS and timing.world_size == 1):
+            continue
+        metrics[tag] = float(value)
     return metrics
 
 
-def step_metrics(step: StepTimes) -> dict[str, float]:
+def step_metrics(step: Any) -> dict[str, float]:
     """One sampled step's scalars, for the per-step curves."""
-    return {
-        "time/step_data_loading": step.data_loading_s,
-        "time/step_training": step.training_s,
-        "time/step_forward": step.forward_s,
-        "time/step_backward": step.backward_s,
-        "time/step_optimizer": step.optimizer_s,
-    }
+    return {quantity.step_tag_name: getattr(step, quantity.column_name) for quantity in STEP_CURVES}
 
 
 def log_metrics(loggers: Sequence[Logger], metrics: dict[str, float], step: int) -> None:
@@ -187,7 +150,7 @@ def log_metrics(loggers: Sequence[Logger], metrics: dict[str, float], step: int)
 def add_tensorboard_layout(loggers: Sequence[Logger]) -> None:
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_custom_scalars(TENSORBOARD_LAYOUT)
+            logger.experiment.add_custom_scalars(tensorboard_layout())
 
 
 def add_budget_text(loggers: Sequence[Logger], markdown: str, step: int) -> None:
@@ -198,8 +161,8 @@ def add_budget_text(loggers: Sequence[Logger], markdown: str, step: int) -> None
             logger.experiment.flush()
 
 
-def budget_markdown(budget: Mapping[str, float], findings: Iterable[Finding]) -> str:
-    fit_s = sum(budget.values())
+def budget_markdown(budget: Any, findings: Iterable[Finding]) -> str:
+    fit_s = budget.fit_s
     lines = ["| bucket | seconds | share |", "| --- | --- | --- |"]
     lines += [
         f"| {name} | {seconds:.3f} | {seconds / fit_s:.1%} |" for name, seconds in budget.items() if fit_s

@@ -4,59 +4,49 @@ are in timings.csv and TensorBoard; the tables stay within 80 columns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from cifarbench.callbacks.quantities import Q
 from cifarbench.callbacks.verdict import Finding
 
 HEADERS = ["epoch", "data loading (s)", "training (s)", "epoch (s)", "data share", "samples/s"]
 BUDGET_HEADERS = ["fit budget", "seconds", "share", "what it holds"]
-# One line per bucket, short enough for an 80-column table (the README has the full definitions).
-BUCKET_MEANINGS = {
-    "startup": "setup, device moves, loader start-up",
-    "sanity_check": "validation batches before training",
-    "first_step": "the first step (compile, autotune)",
-    "data_loading": "waiting for batches, with the copy",
-    "forward": "training_step and loss (zero_grad)",
-    "backward": "every backward pass",
-    "optimizer": "optimizer steps and what follows",
-    "step_other": "the rest of the training steps",
-    "validation": "validation runs",
-    "checkpointing": "checkpoint saves",
-    "other": "logging, callbacks, epoch ends",
-}
+_EPOCH, _DATA, _TRAINING, _SECONDS, _RATE = (
+    quantity.column_name for quantity in (Q.index, Q.data_loading, Q.training, Q.epoch, Q.samples_per_s)
+)
 
 
 def timing_table_rows(history: Sequence[Any]) -> list[list[str]]:
     """Rows of formatted cells, one per epoch, from ``EpochTiming`` records."""
     rows = []
     for row in history:
-        share = row.data_loading_s / row.epoch_s if row.epoch_s > 0 else 0.0
+        data_s, epoch_s = getattr(row, _DATA), getattr(row, _SECONDS)
+        share = data_s / epoch_s if epoch_s > 0 else 0.0
         rows.append(
             [
-                str(row.epoch),
-                f"{row.data_loading_s:.3f}",
-                f"{row.training_s:.3f}",
-                f"{row.epoch_s:.3f}",
+                str(getattr(row, _EPOCH)),
+                f"{data_s:.3f}",
+                f"{getattr(row, _TRAINING):.3f}",
+                f"{epoch_s:.3f}",
                 f"{share:.1%}",
-                f"{row.samples_per_s:,.0f}",
+                f"{getattr(row, _RATE):,.0f}",
             ]
         )
     return rows
 
 
-def budget_rows(budget: Mapping[str, float]) -> list[list[str]]:
-    fit_s = sum(budget.values())
+def budget_rows(budget: Any) -> list[list[str]]:
+    """One row per bucket (its meaning from the quantity's declaration), then the fit."""
+    fit_s = budget.fit_s
     rows = [
-        [name, f"{seconds:.3f}", f"{seconds / fit_s:.1%}" if fit_s else "", BUCKET_MEANINGS.get(name, "")]
+        [name, f"{seconds:.3f}", f"{seconds / fit_s:.1%}" if fit_s else "", getattr(Q, name).meaning]
         for name, seconds in budget.items()
     ]
     return [*rows, ["fit", f"{fit_s:.3f}", "100.0%", "trainer.fit's wall time"]]
 
 
-def render_report(
-    history: Sequence[Any], budget: Mapping[str, float], findings: Sequence[Finding], clock: str
-) -> None:
+def render_report(history: Sequence[Any], budget: Any, findings: Sequence[Finding], clock: str) -> None:
     """Print the per-epoch table, the budget and the verdict (rich if installed, plain columns otherwise)."""
     tables = []
     if history:

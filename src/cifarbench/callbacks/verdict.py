@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # Waiting for data (beyond the copy) >= 20% of the training epochs: at that level a faster pipeline shortens
 # the epoch by a fifth or more, more than any step setting would, and timing noise on a 2-core machine
@@ -31,6 +32,10 @@ STARTUP_HEAVY_SHARE = 0.30
 # The optimizer >= 30% of the training steps: for ResNet-18 it is a few percent (one pass over the weights
 # against many over the activations); a third means per-parameter Python loops or a heavy optimizer.
 OPTIMIZER_HEAVY_SHARE = 0.30
+# Lightning's own per-step work (its closure, zero_grad, hook dispatch, logging) >= 25% of the training steps:
+# it is a fixed cost per step (about 1 ms on a 2-core CPU), so a quarter means the step's own work is small;
+# fewer, larger steps (a larger batch) or fewer per-step self.log calls shrink it, and no other tool names it.
+FRAMEWORK_HEAVY_SHARE = 0.25
 
 GENERIC_ADVICE: dict[str, str] = {
     "input_bound": "more DataLoader workers (num_workers), persistent_workers=True, or batched augmentation "
@@ -41,6 +46,8 @@ GENERIC_ADVICE: dict[str, str] = {
     "first_step_heavy": "judging speed on a longer run (it is paid once); no torch.compile in short runs",
     "startup_heavy": "a longer run, which amortises it (it is paid once per fit); fewer workers start faster",
     "optimizer_heavy": "a fused or foreach optimizer (e.g. torch.optim.AdamW(..., fused=True) on CUDA)",
+    "framework_heavy": "a larger batch (fewer steps per epoch), fewer per-step self.log calls "
+    "(on_step=False), or torch.compile",
     "compute_bound": "bf16-mixed precision, channels_last, torch.compile, or a larger batch",
 }
 
@@ -54,54 +61,52 @@ class Finding:
         return asdict(self)
 
 
-def verdict(
-    budget: Mapping[str, float], transfer_s: float, advice: Mapping[str, str] | None = None
-) -> list[Finding]:
-    """Two to four findings for a fit budget (see :data:`cifarbench.callbacks.accounting.BUCKETS`).
+def verdict(budget: Any, transfer_s: float, advice: Mapping[str, str] | None = None) -> list[Finding]:
+    """Two to four findings for a fit budget (:class:`cifarbench.callbacks.quantities.Budget`).
 
     ``transfer_s`` is the time in host-to-device copies (part of data loading); ``advice`` replaces
     :data:`GENERIC_ADVICE` per kind.
     """
-    fit_s = sum(budget.values())
+    fit_s = budget.fit_s
     if fit_s <= 0:
         return []
     tips = {**GENERIC_ADVICE, **(advice or {})}
-    epochs_s = sum(budget[name] for name in _STEP_BUCKETS)
-    training_s = sum(budget[name] for name in ("forward", "backward", "optimizer", "step_other"))
-    waiting_s = max(0.0, budget["data_loading"] - transfer_s)
+    epochs_s, training_s = budget.epochs_s, budget.training_s
+    waiting_s = max(0.0, budget.data_loading - transfer_s)
+    share = budget.share
     candidates: list[tuple[str, float, float, float, Callable[[float, float], str]]] = [
         # kind, seconds, share, threshold, what the evidence says
-        ("input_bound", waiting_s, _share(waiting_s, epochs_s), INPUT_BOUND_SHARE,
+        ("input_bound", waiting_s, share(waiting_s, epochs_s), INPUT_BOUND_SHARE,
          lambda s, p: f"input-bound: the loop waited {s:.2f} s for data, {p:.0%} of the training epochs"),
-        ("transfer_bound", transfer_s, _share(transfer_s, epochs_s), TRANSFER_BOUND_SHARE,
+        ("transfer_bound", transfer_s, share(transfer_s, epochs_s), TRANSFER_BOUND_SHARE,
          lambda s, p: f"transfer-bound: copies to the device took {s:.2f} s, {p:.0%} of the training epochs"),
-        ("validation_heavy", budget["validation"], _share(budget["validation"], fit_s),
-         VALIDATION_HEAVY_SHARE,
+        ("validation_heavy", budget.validation, share(budget.validation), VALIDATION_HEAVY_SHARE,
          lambda s, p: f"validation-heavy: validation took {s:.2f} s, {p:.0%} of the fit"),
-        ("checkpoint_heavy", budget["checkpointing"], _share(budget["checkpointing"], fit_s),
-         CHECKPOINT_HEAVY_SHARE, lambda s, p: f"checkpoint-heavy: saving took {s:.2f} s, {p:.0%} of the fit"),
-        ("first_step_heavy", budget["first_step"], _share(budget["first_step"], fit_s),
-         FIRST_STEP_HEAVY_SHARE,
+        ("checkpoint_heavy", budget.checkpointing, share(budget.checkpointing), CHECKPOINT_HEAVY_SHARE,
+         lambda s, p: f"checkpoint-heavy: saving took {s:.2f} s, {p:.0%} of the fit"),
+        ("first_step_heavy", budget.first_step, share(budget.first_step), FIRST_STEP_HEAVY_SHARE,
          lambda s, p: f"first-step-heavy: the first training step (compilation, autotuning) took {s:.2f} s, "
          f"{p:.0%} of the fit"),
-        ("startup_heavy", budget["startup"], _share(budget["startup"], fit_s), STARTUP_HEAVY_SHARE,
+        ("startup_heavy", budget.startup, share(budget.startup), STARTUP_HEAVY_SHARE,
          lambda s, p: f"start-up-heavy: start-up (setup, device moves, loader start) took {s:.2f} s, "
          f"{p:.0%} of the fit"),
-        ("optimizer_heavy", budget["optimizer"], _share(budget["optimizer"], training_s),
-         OPTIMIZER_HEAVY_SHARE,
+        ("optimizer_heavy", budget.optimizer, share(budget.optimizer, training_s), OPTIMIZER_HEAVY_SHARE,
          lambda s, p: f"optimizer-heavy: optimizer steps took {s:.2f} s, {p:.0%} of the training steps"),
+        ("framework_heavy", budget.framework, share(budget.framework, training_s), FRAMEWORK_HEAVY_SHARE,
+         lambda s, p: f"framework-heavy: Lightning's own per-step work (closure, zero_grad, hooks, logging) "
+         f"took {s:.2f} s, {p:.0%} of the training steps"),
     ]  # fmt: skip
     fired = sorted(
         (candidate for candidate in candidates if candidate[2] >= candidate[3]),
         key=lambda c: c[1],
         reverse=True,
     )
-    findings = [Finding("summary", _summary(budget, fit_s))]
-    for kind, seconds, share, _, evidence in fired[:3]:
-        findings.append(Finding(kind, f"{evidence(seconds, share)}. Try {tips[kind]}."))
+    findings = [Finding("summary", _summary(budget))]
+    for kind, seconds, part, _, evidence in fired[:3]:
+        findings.append(Finding(kind, f"{evidence(seconds, part)}. Try {tips[kind]}."))
     if not fired:
-        step_share = _share(training_s + budget["first_step"], fit_s)
-        forward, backward = _share(budget["forward"], training_s), _share(budget["backward"], training_s)
+        step_share = share(training_s + budget.first_step)
+        forward, backward = share(budget.forward, training_s), share(budget.backward, training_s)
         findings.append(
             Finding(
                 "compute_bound",
@@ -113,14 +118,8 @@ def verdict(
     return findings
 
 
-_STEP_BUCKETS = ("first_step", "data_loading", "forward", "backward", "optimizer", "step_other")
-
-
-def _share(part: float, whole: float) -> float:
-    return part / whole if whole > 0 else 0.0
-
-
-def _summary(budget: Mapping[str, float], fit_s: float) -> str:
+def _summary(budget: Any) -> str:
+    fit_s = budget.fit_s
     largest = sorted(budget.items(), key=lambda item: item[1], reverse=True)[:3]
     parts = ", ".join(
         f"{name.replace('_', ' ')} {seconds:.2f} s ({seconds / fit_s:.0%})" for name, seconds in largest

@@ -1,0 +1,111 @@
+"""The one writer of EpochTimer's outputs: timings.csv, fit_budget.json, the loggers and the printed tables.
+
+It lives on rank zero only (the callback makes none elsewhere) and has three calls: an epoch ended, steps to
+log, the fit ended. Every write goes through one :class:`OutputGuard`, so an output that fails costs a warning
+and never the fit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+
+from cifarbench.callbacks.outputs import (
+    OutputGuard,
+    TimingsCsv,
+    add_budget_text,
+    add_tensorboard_layout,
+    budget_markdown,
+    epoch_metrics,
+    log_metrics,
+    step_metrics,
+    write_budget_json,
+)
+from cifarbench.callbacks.table import render_report
+from cifarbench.callbacks.verdict import Finding
+
+# Sampled steps wait for the loggers until the epoch ends: a logger's write costs far more than a step's
+# marks (TensorBoard: about 0.1 ms a scalar), and at epoch end it is not inside any step. A very long epoch
+# writes them every this many points, so memory stays bounded (about 100 bytes a point).
+CURVE_POINTS_KEPT = 2_000
+
+
+class Reporter:
+    """Writes one fit's outputs into ``log_dir`` (``None``: loggers and the table only)."""
+
+    def __init__(
+        self,
+        loggers: Sequence[Logger],
+        csv_path: str | None,
+        budget_path: str | None,
+        print_table: bool,
+        history: Sequence[Any],
+    ) -> None:
+        self.loggers = list(loggers)
+        self.budget_path = budget_path
+        self.print_table = print_table
+        self.guard = OutputGuard()
+        self._curve: list[Any] = []
+        self.csv = TimingsCsv(csv_path) if csv_path else None
+        csv_file = self.csv
+        if csv_file is not None:  # (re)written with the rows known so far: none, or a checkpoint's
+            self.guard.run(csv_file.path, lambda: csv_file.write_all(history))
+        self.guard.run("TensorBoard layout", lambda: add_tensorboard_layout(self.loggers))
+
+    def epoch_ended(self, timing: Any, history: Sequence[Any], global_step: int) -> None:
+        """An epoch's row: its sampled steps and scalars to the loggers, and a line in timings.csv."""
+        self._write_curve()
+        if self.loggers:
+            metrics = epoch_metrics(timing)
+            self.guard.run("loggers (epoch metrics)", lambda: log_metrics(self.loggers, metrics, global_step))
+        csv_file = self.csv
+        if csv_file is not None:
+            self.guard.run(csv_file.path, lambda: csv_file.append(timing, history))
+
+    def steps_to_log(self, steps: Sequence[Any], every_n: int) -> None:
+        """Steps just read; every ``every_n``-th global step waits for the per-step curves."""
+        if not self.loggers:
+            return
+        self._curve.extend(step for step in steps if step.global_step % every_n == 0)
+        if len(self._curve) >= CURVE_POINTS_KEPT:
+            self._write_curve()
+
+    def fit_ended(
+        self,
+        history: Sequence[Any],
+        budget: Any,
+        findings: Sequence[Finding],
+        status: str,
+        clock: str,
+        machine: dict[str, str],
+        global_step: int,
+    ) -> None:
+        """The budget and verdict: fit_budget.json, TensorBoard text, and the printed tables."""
+        self._write_curve()
+        path = self.budget_path
+        if path is not None:
+            self.guard.run(path, lambda: write_budget_json(path, budget, findings, status, clock, machine))
+        markdown = budget_markdown(budget, findings)
+        self.guard.run(
+            "loggers (fit budget text)", lambda: add_budget_text(self.loggers, markdown, global_step)
+        )
+        if self.print_table:
+            render_report(history, budget, findings, clock)
+
+    def _write_curve(self) -> None:
+        points, self._curve = self._curve, []
+        if points and self.loggers:
+            self.guard.run("loggers (per-step curves)", lambda: _log_steps(self.loggers, points))
+
+
+def _log_steps(loggers: Sequence[Logger], steps: Sequence[Any]) -> None:
+    for step in steps:
+        log_metrics(loggers, step_metrics(step), step.global_step)
+
+
+def run_file(log_dir: str | None, name: str | None) -> str | None:
+    """``<log_dir>/<name>``, or ``None`` when either is missing (no log dir, or the output turned off)."""
+    return os.path.join(log_dir, name) if log_dir and name else None
