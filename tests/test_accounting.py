@@ -9,8 +9,8 @@ import pytest
 
 from cifarbench.callbacks.accounting import FitAccount
 from cifarbench.callbacks.quantities import BUCKET_ORDER, PARTS, Q
-from cifarbench.callbacks.steps import Phase, StepAccount
 from cifarbench.callbacks.spread import LogHistogram
+from cifarbench.callbacks.steps import Phase, StepAccount
 
 
 class Mark:
@@ -118,8 +118,8 @@ def test_an_accumulating_step_has_no_optimizer_time():
     clock = ManualClock()
     account = StepAccount(clock)
     account.start_epoch()
-    script = [("start", 0.0), ("training_step_start", 1.0), ("training_step_end", 0.1), ("before_backward", 2.0),
-              ("after_backward", 0.4), ("end", 0.0)]  # fmt: skip
+    script = [("start", 0.0), ("training_step_start", 1.0), ("training_step_end", 0.1),
+              ("before_backward", 2.0), ("after_backward", 0.4), ("end", 0.0)]  # fmt: skip
     run_step(account, clock, script)
     (step,) = account.drain()
     assert parts(step) == pytest.approx((1.0, 2.0, 0.0, 0.5, 0.0))

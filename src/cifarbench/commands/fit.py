@@ -44,8 +44,8 @@ ADVICE: dict[str, str] = {
     "first_step_heavy": "more epochs (--trainer.max_epochs), which amortise it, or --model.compile null",
     "startup_heavy": "more epochs (--trainer.max_epochs), which amortise it; fewer --data.num_workers",
     "optimizer_heavy": "a fused optimizer: --optimizer.fused true (CUDA), or --optimizer.foreach true",
-    "framework_heavy": "a larger batch (--data.batch_size, with --optimizer.lr scaled by the README's rule) for "
-    "fewer steps, or --model.compile default",
+    "framework_heavy": "a larger batch (--data.batch_size, with --optimizer.lr scaled by the README's rule) "
+    "for fewer steps, or --model.compile default",
     "compute_bound": "--config fast (bf16-mixed, channels_last, torch.compile, batch 512) on a GPU, or "
     "--trainer.precision bf16-mixed --model.channels_last true",
 }
