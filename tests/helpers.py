@@ -15,7 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cifarbench.commands.fit import run_fit
+from cifarbench.fitting import run_fit
 from cifarbench.run_folder import read_scalars
 
 IMAGES_PER_FILE = 6

@@ -14,9 +14,9 @@ from torch import nn
 
 import cifarbench.callbacks.compile_watch as compile_watch
 from cifarbench.callbacks.compile_watch import CompileWatch, compile_counters
-from cifarbench.commands.fit import CifarbenchCLI
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import ConfigError
+from cifarbench.fitting import CifarbenchCLI
 from cifarbench.model import ResNet18Classifier
 
 from helpers import fit_args, loader

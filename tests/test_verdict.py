@@ -7,7 +7,7 @@ import pytest
 
 from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.verdict import GENERIC_ADVICE, verdict
-from cifarbench.commands.fit import ADVICE
+from cifarbench.fitting import ADVICE
 
 from helpers import SleepyModule, SlowCheckpointIO, loader
 
