@@ -32,7 +32,14 @@ def csv_epochs(run: Path) -> list[int]:
 
 
 def run_cli(root: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *args)]
+    """A small fit in its own process, saving a checkpoint every epoch (to resume from)."""
+    command = [
+        sys.executable,
+        "-m",
+        "cifarbench",
+        "fit",
+        *fit_args(root, "--trainer.enable_checkpointing", "true", *args),
+    ]
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -19,7 +19,8 @@ from helpers import SleepyModule, loader, quiet_trainer
 
 
 def fit(tmp_path: Path, timer: EpochTimer, epochs: int = 3, **kwargs) -> L.Trainer:
-    trainer = quiet_trainer(tmp_path, timer, *kwargs.pop("callbacks", []), max_epochs=epochs, **kwargs)
+    callbacks = kwargs.pop("callbacks", [])
+    trainer = quiet_trainer(tmp_path, timer, *callbacks, **({"max_epochs": epochs} | kwargs))
     trainer.fit(SleepyModule(), loader(0.0, steps=2))
     return trainer
 

@@ -30,7 +30,8 @@ VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
 
 
 def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer:
-    return quiet_trainer(tmp_path, timer, *kwargs.pop("callbacks", []), max_epochs=epochs, **kwargs)
+    callbacks = kwargs.pop("callbacks", [])
+    return quiet_trainer(tmp_path, timer, *callbacks, **({"max_epochs": epochs} | kwargs))
 
 
 def fit_one(
