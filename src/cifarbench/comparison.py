@@ -11,40 +11,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cifarbench.callbacks.quantities import COLUMN, COMPARED, OPTIONAL_COLUMNS, PARTS, REQUIRED_COLUMNS, Q
 from cifarbench.callbacks.records import TIMINGS_CSV
 from cifarbench.errors import CifarbenchError
 from cifarbench.plots import stacked_bars
 from cifarbench.run_folder import Run, find_run_folders, read_run
 from cifarbench.tables import write_csv
 
-# What every timings.csv has had since the first version; without these a file is not EpochTimer's.
-REQUIRED = ("epoch", "data_loading_s", "training_s", "epoch_s", "samples")
-# Added later; a CSV from an older version is compared on what it has.
-OPTIONAL = ("forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p90_s")
-# The table's columns (seconds are steady-state means: the epochs after the first).
-COLUMNS = (
-    "run",
-    "epochs",
-    "first_epoch_s",
-    "epoch_s",
-    "data_loading_s",
-    "training_s",
-    "forward_s",
-    "backward_s",
-    "optimizer_s",
-    "step_other_s",
-    "samples_per_s",
-    "speedup",
-    "fit_s",
-)
+# The columns a timings.csv must have, and those an older one may lack (see callbacks.quantities).
+REQUIRED = REQUIRED_COLUMNS
+OPTIONAL = OPTIONAL_COLUMNS
+# compare's own columns around the compared quantities (seconds are steady-state means: the epochs after the
+# first).
+RUN, EPOCHS, FIRST_EPOCH, SPEEDUP, FIT = "run", "epochs", "first_epoch_s", "speedup", "fit_s"
+COLUMNS = (RUN, EPOCHS, FIRST_EPOCH, *(q.column_name for q in COMPARED), COLUMN.samples_per_s, SPEEDUP, FIT)
 # Where a steady epoch goes, as stacked bars (the rest of the epoch is "other").
-PLOT_PARTS = {
-    "data loading": "data_loading_s",
-    "forward": "forward_s",
-    "backward": "backward_s",
-    "optimizer": "optimizer_s",
-    "step other": "step_other_s",
-}
+PLOT_PARTS = {quantity.name.replace("_", " "): quantity.column_name for quantity in (Q.data_loading, *PARTS)}
 
 
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
@@ -88,8 +70,8 @@ def warnings_for(runs: Sequence[Run]) -> list[str]:
     notes = []
     for label, values in (
         ("machines", [_machine(run) for run in runs]),
-        ("world sizes", [str(int(run.epochs[-1].get("world_size", 1))) for run in runs]),
-        ("clocks", [run.text.get("clock", "?") for run in runs]),
+        ("world sizes", [str(int(run.epochs[-1].get(COLUMN.world_size, 1))) for run in runs]),
+        ("clocks", [run.text.get(COLUMN.clock, "?") for run in runs]),
     ):
         known = {value for value in values if value and value != "?"}
         if len(known) > 1:
@@ -119,21 +101,22 @@ def table_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """One row per run (steady-state means; see :data:`COLUMNS`), with the speed-up over the first run."""
     rows = []
     for run in runs:
-        epoch_s, samples = run.steady("epoch_s"), run.steady("samples")
+        epoch_s, samples = run.steady(COLUMN.epoch), run.steady(COLUMN.samples)
         rows.append(
             {
-                "run": run.name,
-                "epochs": len(run.epochs),
-                "first_epoch_s": run.epochs[0]["epoch_s"],
-                **{column: run.steady(column) for column in COLUMNS[3:10]},
-                "samples_per_s": samples / epoch_s if samples is not None and epoch_s else None,
-                "fit_s": run.budget.get("fit_s"),
+                RUN: run.name,
+                EPOCHS: len(run.epochs),
+                FIRST_EPOCH: run.epochs[0][COLUMN.epoch],
+                **{quantity.column_name: run.steady(quantity.column_name) for quantity in COMPARED},
+                COLUMN.samples_per_s: samples / epoch_s if samples is not None and epoch_s else None,
+                FIT: run.budget.get(FIT),
             }
         )
     # Throughput, not epoch time, so that runs with epochs of other sizes compare fairly (2.0: twice as fast).
-    baseline = rows[0]["samples_per_s"] if rows else None
+    baseline = rows[0][COLUMN.samples_per_s] if rows else None
     for row in rows:
-        row["speedup"] = row["samples_per_s"] / baseline if baseline and row["samples_per_s"] else None
+        rate = row[COLUMN.samples_per_s]
+        row[SPEEDUP] = rate / baseline if baseline and rate else None
     return rows
 
 
@@ -180,8 +163,9 @@ def plot_runs(path: Path, runs: Sequence[Run]) -> Path:
     stacks: dict[str, list[float]] = {label: [] for label in [*PLOT_PARTS, unsplit, "other"]}
     for run in runs:
         parts = {label: run.steady(column) or 0.0 for label, column in PLOT_PARTS.items()}
-        parts[unsplit] = (run.steady("training_s") or 0.0) if run.steady("forward_s") is None else 0.0
-        parts["other"] = max(0.0, (run.steady("epoch_s") or 0.0) - sum(parts.values()))
+        unsplit_s = run.steady(COLUMN.training) if run.steady(COLUMN.forward) is None else None
+        parts[unsplit] = unsplit_s or 0.0
+        parts["other"] = max(0.0, (run.steady(COLUMN.epoch) or 0.0) - sum(parts.values()))
         for label, seconds in parts.items():
             stacks[label].append(seconds)
     if not any(stacks[unsplit]):

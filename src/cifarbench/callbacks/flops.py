@@ -43,3 +43,15 @@ def peak_flops(trainer: L.Trainer) -> float | None:
         dtype = "tfloat32" if torch.get_float32_matmul_precision() != "highest" else torch.float32
     available = get_available_flops(trainer.strategy.root_device, dtype)
     return float(available) if available else None
+
+
+def mfu_flops(
+    trainer: L.Trainer, pl_module: L.LightningModule, peak: float | None, per_sample: float | None
+) -> tuple[float, float] | None:
+    """(training FLOPs per sample, the device's peak FLOP/s) for MFU, each the given value or found here;
+    ``None`` when either is unknown (the FLOPs are measured only when the peak is known)."""
+    peak = peak or peak_flops(trainer)
+    if peak is None:
+        return None  # measuring FLOPs would be wasted work
+    per_sample = per_sample or training_flops_per_sample(pl_module)
+    return (per_sample, peak) if per_sample else None

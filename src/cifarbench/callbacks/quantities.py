@@ -233,6 +233,17 @@ def epoch_metric_tags() -> dict[str, str]:
     return {quantity.column_name: quantity.tag for quantity in COLUMNS if quantity.tag}
 
 
+#: Column names by quantity name: ``COLUMN.data_loading`` is ``"data_loading_s"`` (for timings.csv readers).
+COLUMN = SimpleNamespace(**{quantity.name: quantity.column_name for quantity in COLUMNS})
+#: What every timings.csv has had since the first version; without these a file is not EpochTimer's.
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(quantity.column_name for quantity in COLUMNS if quantity.required)
+#: Added later: a CSV from an older version is compared on what it has.
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(
+    quantity.column_name for quantity in COLUMNS if quantity.compared and not quantity.required
+)
+#: ``compare``'s steady-state columns, in the order its table shows them.
+COMPARED: tuple[Quantity, ...] = (Q.epoch, Q.data_loading, Q.training, *PARTS, Q.profiler)
+
 #: The per-step curves' quantities (``time/step_<name>``).
 STEP_CURVES: tuple[Quantity, ...] = tuple(quantity for quantity in QUANTITIES if quantity.step_tag)
 #: Shown only when the run has more than one rank.

@@ -21,9 +21,11 @@ from cifarbench.callbacks.outputs import (
     budget_markdown,
     epoch_metrics,
     log_metrics,
+    machine_description,
     step_metrics,
     write_budget_json,
 )
+from cifarbench.callbacks.session import FitSession
 from cifarbench.callbacks.table import render_report
 from cifarbench.callbacks.verdict import Finding
 
@@ -79,12 +81,12 @@ class Reporter:
         budget: Any,
         findings: Sequence[Finding],
         status: str,
-        clock: str,
-        machine: dict[str, str],
+        session: FitSession,
         global_step: int,
     ) -> None:
         """The budget and verdict: fit_budget.json, TensorBoard text, and the printed tables."""
         self._write_curve()
+        clock, machine = session.clock.name, machine_description(session.device)
         path = self.budget_path
         if path is not None:
             self.guard.run(path, lambda: write_budget_json(path, budget, findings, status, clock, machine))

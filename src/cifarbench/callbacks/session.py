@@ -6,7 +6,10 @@ The callback's hooks and wrappers turn Lightning's calls into the calls here; th
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import Any, TypeVar
 
 import torch
 
@@ -14,6 +17,7 @@ from cifarbench.callbacks.accounting import EpochClock, FitAccount, Stage
 from cifarbench.callbacks.clocks import Clock, make_clock, wall_time
 from cifarbench.callbacks.quantities import Budget, Q
 from cifarbench.callbacks.steps import StepAccount
+from cifarbench.callbacks.verdict import Finding, verdict
 
 
 class FitSession:
@@ -52,11 +56,16 @@ class FitSession:
             self.fit.close(Q.sanity_check, now)
             self.stage = Stage.STARTING
 
-    def end(self, now: float | None = None) -> Budget | None:
-        """The fit's budget up to ``now`` (default: after the device's queued work); the session is done."""
+    def peak_memory(self) -> int | None:
+        """CUDA: the epoch's peak allocated bytes (reset at each epoch's start); none on a CPU."""
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+
+    def end(self, advice: Mapping[str, str], now: float | None = None) -> tuple[Budget, list[Finding]] | None:
+        """The fit's budget up to ``now`` (default: after the device's queued work) and its verdict, with
+        ``advice`` per kind; ``None`` when the fit never began. The session is done."""
         budget = self.fit.budget(now if now is not None else wall_time(self.device))
         self.stage = Stage.IDLE
-        return budget
+        return None if budget is None else (budget, verdict(budget, self.fit.steps.transfer_s, advice))
 
     # ----------------------------------------------------------------------------------- epochs and steps
     def start_epoch(self) -> None:
@@ -153,3 +162,20 @@ class FitSession:
     def times_transfers(self) -> bool:
         """Whether a batch moved to the device now is a training batch (not validation's)."""
         return self.stage is Stage.TRAINING or self.stage is Stage.PAUSED
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def costed(hook: F) -> F:
+    """A callback hook whose host time is EpochTimer's own cost, charged to its ``_session``."""
+
+    @functools.wraps(hook)
+    def costed_hook(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self._session.spent(perf_counter() - start)
+
+    return costed_hook  # type: ignore[return-value]

@@ -1,21 +1,12 @@
 """EpochTimer: where a fit's time goes, per step, per epoch and for the whole fit.
 
-Definitions (README, "Timing definitions"):
-
-- data_loading: time between the end of one training step and the start of the next (from the epoch start, or
-  the end of a pause, for the first): waiting for the batch, its host-to-device copy, and Lightning's
-  between-step work. The time in ``Strategy.batch_to_device`` (the copy, and any ``on_after_batch_transfer``
-  work such as the gpu pipeline's augmentation) is also reported alone as ``transfer_s``.
-- training: from ``on_train_batch_start`` (batch on the device) to ``on_train_batch_end`` (after the optimizer
-  step), split into forward (the user's ``training_step``), backward, optimizer, framework (Lightning's own
-  per-step work) and step_other (:mod:`cifarbench.callbacks.steps`).
-- epoch: wall time from train-epoch start to train-epoch end, with validation and checkpointing excluded.
-- the fit budget: every second from the fit's start to its end, by bucket (start-up, sanity check, first step,
-  the step's parts, validation, checkpointing, EpochTimer's own cost, other).
-
-On CUDA the per-step quantities are read from events recorded on the current stream, read as the GPU passes
-them (no per-step synchronize); ``sync=True`` switches to the lab's ``torch.cuda.synchronize()`` at each
-mark.
+The quantities are declared in :mod:`~cifarbench.callbacks.quantities` and defined in the README ("Timing
+definitions"): data loading is the gap between training steps (the copy to the device included, and also
+reported alone as ``transfer_s``); training runs from ``on_train_batch_start`` to ``on_train_batch_end``,
+split into the user's forward, backward, optimizer, Lightning's own work and the rest
+(:mod:`~cifarbench.callbacks.steps`); the epoch is its wall time without validation and saves; the fit
+budget holds every second of the fit. On CUDA the marks are events on the current stream, read as the GPU
+passes them (no per-step synchronize); ``sync=True`` synchronizes at each mark instead, as the lab did.
 
 The hooks here only turn Lightning's calls into marks and hand them on: the fit's stage and accounts are a
 :class:`~cifarbench.callbacks.session.FitSession`, the wrappers are :mod:`~cifarbench.callbacks.wrappers`, and
@@ -27,9 +18,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -38,35 +28,18 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from cifarbench.callbacks import wrappers
-from cifarbench.callbacks.flops import peak_flops, training_flops_per_sample
-from cifarbench.callbacks.outputs import machine_description
+from cifarbench.callbacks.flops import mfu_flops
+from cifarbench.callbacks.ranks import reduce_over_ranks
 from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV, EpochTiming, epoch_timing
 from cifarbench.callbacks.reporter import Reporter, run_file
 from cifarbench.callbacks.samples import batch_samples, sample_counter
-from cifarbench.callbacks.session import FitSession
+from cifarbench.callbacks.session import FitSession, costed
 from cifarbench.callbacks.steps import Phase
-from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, verdict
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _costed(hook: F) -> F:
-    """A hook whose host time is EpochTimer's own cost (the budget's ``profiler`` bucket)."""
-
-    @functools.wraps(hook)
-    def costed(self: EpochTimer, *args: Any, **kwargs: Any) -> Any:
-        start = perf_counter()
-        try:
-            return hook(self, *args, **kwargs)
-        finally:
-            self._session.spent(perf_counter() - start)
-
-    return costed  # type: ignore[return-value]
+from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding
 
 
 class EpochTimer(Callback):
-    """Times data loading, the training step (forward, backward, optimizer, framework) and the epoch, and the
-    whole fit.
+    """Times data loading, the training step and its parts, the epoch, and the whole fit.
 
     Per epoch: a row in ``EpochTimer.history`` and ``<log dir>/timings.csv``, and TensorBoard scalars. At fit
     end (also after an interrupt): the fit budget (``EpochTimer.budget``, ``<log dir>/fit_budget.json``,
@@ -133,10 +106,8 @@ class EpochTimer(Callback):
         self._reporter: Reporter | None = None  # rank zero only
         self._log_dir: str | None = None
         self._mfu_flops: tuple[float, float] | None = None  # (per sample, device peak) when both are known
-        self._every_n = 1
-        self._samples: Callable[[Any], int] = batch_samples
+        self._every_n, self._samples = 1, batch_samples  # per-step curves' sampling; samples in a batch
 
-    # ----------------------------------------------------------------------------------------- results
     @property
     def history(self) -> list[Any]:
         """Every finished epoch of this run (``EpochTiming``), including those restored from a checkpoint."""
@@ -144,8 +115,7 @@ class EpochTimer(Callback):
 
     @property
     def budget(self) -> Any:
-        """The last fit's seconds by bucket (a :class:`~cifarbench.callbacks.quantities.Budget`, ``None``
-        before a fit ends); they add up to its time."""
+        """The last fit's seconds by bucket (a ``Budget``; ``None`` before a fit ends); they add up to it."""
         return self._budget
 
     @property
@@ -168,15 +138,13 @@ class EpochTimer(Callback):
         """
         self._fit_start_s = perf_counter()
 
-    # ------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        begin_s = self._fit_start_s if self._fit_start_s is not None else perf_counter()
-        self._fit_start_s = None
         self._session = FitSession(trainer.strategy.root_device, self.sync)
-        self._session.set_up(begin_s)
+        self._session.set_up(self._fit_start_s if self._fit_start_s is not None else perf_counter())
+        self._fit_start_s = None
         self._history, self._budget, self._verdict = [], None, []  # a checkpoint's history loads after this
         self._log_dir, self._reporter = None, None
         self._every_n = self.log_every_n_steps or trainer.log_every_n_steps or 1
@@ -191,62 +159,60 @@ class EpochTimer(Callback):
         wrappers.remove(trainer)
 
     @override
-    @_costed
+    @costed
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session.fit_started()
         # Every rank asks: Trainer.log_dir broadcasts rank 0's answer, a collective call.
         self._log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            csv_path = run_file(self._log_dir, self.csv_filename)
-            self._reporter = Reporter(
-                trainer.loggers, csv_path, self.budget_path, self.print_table, self._history
-            )
-        self._mfu_flops = self._flops_for_mfu(trainer, pl_module)
+            outputs = (self.csv_path, self.budget_path, self.print_table)
+            self._reporter = Reporter(trainer.loggers, *outputs, self._history)
+        self._mfu_flops = mfu_flops(trainer, pl_module, self.peak_flops, self.flops_per_sample)
 
     @override
-    @_costed
+    @costed
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session.sanity_check(starting=True)
 
     @override
-    @_costed
+    @costed
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session.sanity_check(starting=False)
 
     @override
-    @_costed
+    @costed
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._samples = sample_counter(trainer.train_dataloader)
         self._session.start_epoch()
 
     @override
-    @_costed
+    @costed
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._session.start_step()
 
     @override
-    @_costed
+    @costed
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
         self._session.steps.mark(Phase.BEFORE_BACKWARD)
 
     @override
-    @_costed
+    @costed
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session.steps.mark(Phase.AFTER_BACKWARD)
 
     @override
-    @_costed
+    @costed
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         self._session.steps.mark(Phase.BEFORE_OPTIMIZER)
 
     @override
-    @_costed
+    @costed
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -254,7 +220,7 @@ class EpochTimer(Callback):
             self._log_steps(self._session.read_steps())
 
     @override
-    @_costed
+    @costed
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._session.stage.fit_started:
             return  # inside the sanity check's own span, or not in a fit (trainer.validate)
@@ -265,13 +231,13 @@ class EpochTimer(Callback):
         self._session.start_validation()
 
     @override
-    @_costed
+    @costed
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._session.end_validation()
 
     @override
-    @_costed
+    @costed
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._session.stage.in_epoch:  # not already recorded when end-of-epoch validation started
             self._end_epoch(trainer)
@@ -280,17 +246,15 @@ class EpochTimer(Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        # The finished epochs are already in the CSV; the budget and tables still come, so an interrupted run
-        # reports what it did. Lightning skips callbacks' teardown after an exception. Nothing here may wait
-        # for the GPU (a hung device, a sticky CUDA error) or raise: the user's exception comes first.
+        # The finished epochs are in the CSV; the budget and tables still come (Lightning skips teardown after
+        # an exception). Nothing here may wait for the GPU or raise: the user's exception comes first.
         wrappers.remove(trainer)
-        session, self._session = self._session, FitSession()
-        if not session.stage.fit_started:  # it failed before the fit began (bad data, bad options)
+        if not self._session.stage.fit_started:  # it failed before the fit began (bad data, bad options)
+            self._session = FitSession()
             return
         try:
-            if session.stage.in_epoch:
-                self._log_steps(session.interrupt_epoch())
-            self._session = session
+            if self._session.stage.in_epoch:
+                self._log_steps(self._session.interrupt_epoch())
             self._end_fit(trainer, "interrupted", now=perf_counter())
         except Exception as error:  # noqa: BLE001 - a report must not replace the exception that stopped the fit
             rank_zero_warn(
@@ -307,27 +271,17 @@ class EpochTimer(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = [EpochTiming(**row) for row in state_dict.get("history", [])]
         if self._reporter is not None:  # restored after the outputs started: the CSV shows these rows too
-            self._reporter = Reporter(
-                self._reporter.loggers, self.csv_path, self.budget_path, self.print_table, self._history
-            )
+            self._reporter.rows_restored(self._history)
 
-    # ---------------------------------------------------------------------------------------- epochs
     def _end_epoch(self, trainer: L.Trainer) -> None:
         session = self._session
         epoch_s, steps = session.end_epoch()
         self._log_steps(steps)
-        device = session.device
+        reduce = functools.partial(reduce_over_ranks, trainer)
         timing = epoch_timing(
-            trainer.current_epoch,
-            session.steps.epoch,
-            session.steps.spread,
-            epoch_s,
-            session.clock.name,
-            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-            self._mfu_flops,
-            trainer.world_size,
-            lambda seconds, samples: _reduce_over_ranks(trainer, seconds, samples),
-        )
+            trainer.current_epoch, session.steps.epoch, session.steps.spread, epoch_s, session.clock.name,
+            session.peak_memory(), self._mfu_flops, trainer.world_size, reduce,
+        )  # fmt: skip
         self._history.append(timing)
         if self._reporter is not None:
             self._reporter.epoch_ended(timing, self._history, trainer.global_step)
@@ -336,39 +290,10 @@ class EpochTimer(Callback):
         if self._reporter is not None and steps:
             self._reporter.steps_to_log(steps, self._every_n)
 
-    # ------------------------------------------------------------------------------------------ fit end
     def _end_fit(self, trainer: L.Trainer, status: str, now: float | None = None) -> None:
         session = self._session
-        budget = session.end(now)
-        if budget is None:
-            return
-        self._budget = budget
-        self._verdict = verdict(budget, session.fit.steps.transfer_s, self.advice)
-        if self._reporter is not None:
-            self._reporter.fit_ended(
-                self._history, budget, self._verdict, status, session.clock.name,
-                machine_description(session.device), trainer.global_step,
-            )  # fmt: skip
-
-    def _flops_for_mfu(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, float] | None:
-        peak = self.peak_flops or peak_flops(trainer)
-        if peak is None:
-            return None  # measuring FLOPs would be wasted work
-        per_sample = self.flops_per_sample or training_flops_per_sample(pl_module)
-        return (per_sample, peak) if per_sample else None
-
-
-def _reduce_over_ranks(
-    trainer: L.Trainer, seconds: list[float], samples: int
-) -> tuple[list[float], list[float], int]:
-    """Once per epoch: max and mean of each per-rank total over ranks, and the samples summed over ranks."""
-    if trainer.world_size == 1:
-        return seconds, seconds, samples
-    local = torch.tensor([*seconds, float(samples)], dtype=torch.float64, device=trainer.strategy.root_device)
-    gathered = trainer.strategy.all_gather(local).reshape(trainer.world_size, -1)
-    per_metric = gathered[:, :-1]
-    return (
-        per_metric.max(dim=0).values.tolist(),
-        per_metric.mean(dim=0).tolist(),
-        int(gathered[:, -1].sum().item()),
-    )
+        ended = session.end(self.advice, now)
+        if ended is not None:
+            self._budget, self._verdict = ended
+            if self._reporter is not None:
+                self._reporter.fit_ended(self._history, *ended, status, session, trainer.global_step)

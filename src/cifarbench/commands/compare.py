@@ -10,8 +10,13 @@ from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
+from cifarbench.callbacks.quantities import COLUMN, COMPARED, PARTS, Q
 from cifarbench.commands.parsing import new_parser
 from cifarbench.comparison import (
+    EPOCHS,
+    FIRST_EPOCH,
+    FIT,
+    SPEEDUP,
     config_differences,
     find_runs,
     plot_runs,
@@ -79,19 +84,22 @@ def _write(path: str, option: str, write: Callable[[Path], Path]) -> Path:
 
 
 # How each row of the printed table is labelled and formatted (the CSV keeps every digit).
+# Indented under what they are part of: the epoch holds data loading and training, training holds the parts.
+_INDENT = {Q.data_loading: "  ", Q.training: "  ", **dict.fromkeys(PARTS, "    "), Q.profiler: "  "}
+_LABEL = {Q.epoch: "epoch, steady", Q.profiler: "EpochTimer's own cost"}
 ROWS = {
-    "epochs": ("epochs", "{:.0f}"),
-    "first_epoch_s": ("first epoch (s)", "{:.3f}"),
-    "epoch_s": ("epoch, steady (s)", "{:.3f}"),
-    "data_loading_s": ("  data loading (s)", "{:.3f}"),
-    "training_s": ("  training (s)", "{:.3f}"),
-    "forward_s": ("    forward (s)", "{:.3f}"),
-    "backward_s": ("    backward (s)", "{:.3f}"),
-    "optimizer_s": ("    optimizer (s)", "{:.3f}"),
-    "step_other_s": ("    step other (s)", "{:.3f}"),
-    "samples_per_s": ("samples/s", "{:,.0f}"),
-    "speedup": ("speed-up over A (samples/s)", "{:.2f}x"),
-    "fit_s": ("fit, whole (s)", "{:.3f}"),
+    EPOCHS: ("epochs", "{:.0f}"),
+    FIRST_EPOCH: ("first epoch (s)", "{:.3f}"),
+    **{
+        quantity.column_name: (
+            f"{_INDENT.get(quantity, '')}{_LABEL.get(quantity, quantity.name.replace('_', ' '))} (s)",
+            "{:.3f}",
+        )
+        for quantity in COMPARED
+    },
+    COLUMN.samples_per_s: ("samples/s", "{:,.0f}"),
+    SPEEDUP: ("speed-up over A (samples/s)", "{:.2f}x"),
+    FIT: ("fit, whole (s)", "{:.3f}"),
 }
 
 

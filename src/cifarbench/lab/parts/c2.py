@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
@@ -10,7 +11,7 @@ from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c2"
 TITLE = "C2: time per epoch"
-COLUMNS = ("epoch", "data_loading_s", "training_s", "epoch_s", "other_s")
+COLUMNS = ("epoch", COLUMN.data_loading, COLUMN.training, COLUMN.epoch, "other_s")
 
 
 def run(ctx: LabContext) -> PartResult:
@@ -20,11 +21,11 @@ def run(ctx: LabContext) -> PartResult:
         {
             # 1-based like the lab's "Epoch 1..5".
             "epoch": int(row["epoch"]) + 1,
-            "data_loading_s": row["data_loading_s"],
-            "training_s": row["training_s"],
-            "epoch_s": row["epoch_s"],
+            COLUMN.data_loading: row[COLUMN.data_loading],
+            COLUMN.training: row[COLUMN.training],
+            COLUMN.epoch: row[COLUMN.epoch],
             # What neither bucket holds (Lightning's bookkeeping, logging): shows that the numbers add up.
-            "other_s": row["epoch_s"] - row["data_loading_s"] - row["training_s"],
+            "other_s": row[COLUMN.epoch] - row[COLUMN.data_loading] - row[COLUMN.training],
         }
         for row in result.epochs
     ]
@@ -33,8 +34,8 @@ def run(ctx: LabContext) -> PartResult:
         folder / "c2_epoch_times.png",
         [str(row["epoch"]) for row in rows],
         {
-            "data loading": [row["data_loading_s"] for row in rows],
-            "training": [row["training_s"] for row in rows],
+            "data loading": [row[COLUMN.data_loading] for row in rows],
+            "training": [row[COLUMN.training] for row in rows],
             "other": [max(0.0, row["other_s"]) for row in rows],
         },
         title="C2: where each training epoch's time goes",
@@ -44,9 +45,9 @@ def run(ctx: LabContext) -> PartResult:
     lists = "\n\n".join(
         f"### {label}\n\n" + "\n".join(f"- Epoch {row['epoch']}: {row[key]:.4f} sec" for row in rows)
         for label, key in (
-            ("C2.1 Data loading time", "data_loading_s"),
-            ("C2.2 Training time", "training_s"),
-            ("C2.3 Total running time", "epoch_s"),
+            ("C2.1 Data loading time", COLUMN.data_loading),
+            ("C2.2 Training time", COLUMN.training),
+            ("C2.3 Total running time", COLUMN.epoch),
         )
     )
     markdown = (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from jsonargparse.typing import PositiveInt
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.callbacks.worker_tuner import sweep_until_no_improvement
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.options import WorkerCounts
@@ -43,15 +44,15 @@ def run(ctx: LabContext, workers: WorkerCounts = DEFAULT_WORKERS, patience: Posi
 
     def steady_loading(count: int) -> float:
         runs[count] = fit_once(ctx, NAME, f"workers_{count}", worker_overrides(count))
-        return runs[count].steady_mean("data_loading_s")
+        return runs[count].steady_mean(COLUMN.data_loading)
 
     sweep = sweep_until_no_improvement(workers, steady_loading, patience)
     rows = [
         {
             "workers": count,
-            "data_loading_first_epoch_s": run.epochs[0]["data_loading_s"],
+            "data_loading_first_epoch_s": run.epochs[0][COLUMN.data_loading],
             "data_loading_steady_s": sweep.costs[count],
-            "epoch_steady_s": run.steady_mean("epoch_s"),
+            "epoch_steady_s": run.steady_mean(COLUMN.epoch),
             "best": "yes" if count == sweep.best else "",
         }
         for count, run in runs.items()

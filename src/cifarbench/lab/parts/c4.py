@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jsonargparse.typing import NonNegativeInt
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.c3 import best_workers_from_csv, worker_overrides
 from cifarbench.lab.result import PartResult
@@ -14,7 +15,7 @@ from cifarbench.tables import markdown_table, write_csv
 NAME = "c4"
 TITLE = "C4: 1 worker vs best"
 FALLBACK_BEST = 4  # the lab's answer to C3.2, used when c3 has not run here
-COLUMNS = ("workers", "data_loading_s", "training_s", "epoch_s", "data_loading_first_epoch_s")
+COLUMNS = ("workers", COLUMN.data_loading, COLUMN.training, COLUMN.epoch, "data_loading_first_epoch_s")
 
 
 def run(ctx: LabContext, best: NonNegativeInt | None = None) -> PartResult:
@@ -41,10 +42,10 @@ def run(ctx: LabContext, best: NonNegativeInt | None = None) -> PartResult:
             {
                 "workers": count,
                 # Averages over the epochs after the first, as in C3: steady state, start-up apart.
-                "data_loading_s": result.steady_mean("data_loading_s"),
-                "training_s": result.steady_mean("training_s"),
-                "epoch_s": result.steady_mean("epoch_s"),
-                "data_loading_first_epoch_s": result.epochs[0]["data_loading_s"],
+                COLUMN.data_loading: result.steady_mean(COLUMN.data_loading),
+                COLUMN.training: result.steady_mean(COLUMN.training),
+                COLUMN.epoch: result.steady_mean(COLUMN.epoch),
+                "data_loading_first_epoch_s": result.epochs[0][COLUMN.data_loading],
             }
         )
     csv_path = write_csv(folder / "c4.csv", rows, COLUMNS)
@@ -52,9 +53,9 @@ def run(ctx: LabContext, best: NonNegativeInt | None = None) -> PartResult:
         folder / "c4_one_vs_best.png",
         [f"{row['workers']} worker(s)" for row in rows],
         {
-            "data loading": [row["data_loading_s"] for row in rows],
-            "training": [row["training_s"] for row in rows],
-            "other": [max(0.0, r["epoch_s"] - r["data_loading_s"] - r["training_s"]) for r in rows],
+            "data loading": [row[COLUMN.data_loading] for row in rows],
+            "training": [row[COLUMN.training] for row in rows],
+            "other": [max(0.0, r[COLUMN.epoch] - r[COLUMN.data_loading] - r[COLUMN.training]) for r in rows],
         },
         title="C4: average epoch time, 1 worker vs best",
         xlabel="DataLoader workers",

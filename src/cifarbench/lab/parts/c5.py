@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
@@ -12,8 +13,8 @@ from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c5"
 TITLE = "C5: GPU vs CPU"
-COLUMNS = ("device", "data_loading_s", "training_s", "epoch_s", "epochs")
-KEYS = ("data_loading_s", "training_s", "epoch_s")
+COLUMNS = ("device", COLUMN.data_loading, COLUMN.training, COLUMN.epoch, "epochs")
+KEYS = (COLUMN.data_loading, COLUMN.training, COLUMN.epoch)
 
 
 def run(ctx: LabContext) -> PartResult:

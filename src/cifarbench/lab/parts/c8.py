@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.options import CompileModes
 from cifarbench.lab.result import PartResult
@@ -52,9 +53,9 @@ def run(ctx: LabContext, modes: CompileModes | None = None) -> PartResult:
             {
                 "mode": mode,
                 "status": "ok",
-                "first_epoch_s": result.epochs[0]["epoch_s"],
-                "steady_epoch_s": result.steady_mean("epoch_s"),
-                "training_steady_s": result.steady_mean("training_s"),
+                "first_epoch_s": result.epochs[0][COLUMN.epoch],
+                "steady_epoch_s": result.steady_mean(COLUMN.epoch),
+                "training_steady_s": result.steady_mean(COLUMN.training),
                 "note": "" if len(result.epochs) > 1 else "one epoch only: steady state is epoch 0",
             }
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cifarbench.callbacks.quantities import COLUMN
 from cifarbench.plots import line_plot
 from cifarbench.run_folder import Run
 from cifarbench.tables import markdown_table, write_csv
 
-COLUMNS = ("run", "settings", "epoch", "training_s", "loss", "acc")
+COLUMNS = ("run", "settings", "epoch", COLUMN.training, "loss", "acc")
 
 
 def epoch_rows(runs: dict[str, Run], settings: dict[str, str]) -> list[dict[str, object]]:
@@ -20,7 +21,7 @@ def epoch_rows(runs: dict[str, Run], settings: dict[str, str]) -> list[dict[str,
                     "run": label,
                     "settings": settings.get(label, ""),
                     "epoch": int(row["epoch"]) + 1,
-                    "training_s": row["training_s"],
+                    COLUMN.training: row[COLUMN.training],
                     "loss": row.get("loss"),
                     "acc": row.get("acc"),
                 }
@@ -53,7 +54,7 @@ def write_curves(
             )
         )
     averages = "\n".join(
-        f"- {name}: average training time {result.mean('training_s'):.4f} sec per epoch"
+        f"- {name}: average training time {result.mean(COLUMN.training):.4f} sec per epoch"
         for name, result in runs.items()
     )
     images = "\n\n".join(f"![{part} {path.stem}]({path.name})" for path in figures)
