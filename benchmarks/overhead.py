@@ -15,15 +15,20 @@ time measured is the training epoch's (epoch start to end, synchronized on CUDA)
 EpochTimer hands to the logger when the epoch ends, are a per-epoch cost and are reported apart.
 
     python benchmarks/overhead.py [--steps 1000] [--rounds 3] [--device cpu|cuda] [--resnet-steps 3]
+                                  [--json FILE]
+
+To compare EpochTimer's cost with another version's, side by side: benchmarks/overhead_versus.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -165,6 +170,7 @@ def main() -> None:
     parser.add_argument(
         "--resnet-steps", type=int, default=3, help="ResNet-18 steps timed for scale (0: none)"
     )
+    parser.add_argument("--json", help="also write the per-step figures (us) to this JSON file")
     args = parser.parse_args()
     if args.steps < 10 or args.rounds < 1 or args.resnet_steps < 0:
         parser.error(
@@ -226,6 +232,14 @@ def main() -> None:
         f"Its epoch end (table row, CSV, per-step curves to the logger) took {end_ms:.1f} ms, once per epoch."
     )
     print(f"Lightning adds {bare - plain:+.1f} us/step over the plain loop ({bare / plain - 1:+.2%}).")
+    if args.json:
+        figures = {
+            "epochtimer_us": timer_cost,
+            "hooks_us": hooks_cost,
+            "lightning_us": bare,
+            "plain_us": plain,
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     if args.resnet_steps and args.device == "cpu":
         torch.set_num_threads(threads)
         resnet_s = resnet18_step_s(args.resnet_steps)
