@@ -39,7 +39,9 @@ def one_round(src: Path, steps: int, out: Path) -> dict[str, float]:
     script = str(REPO / "benchmarks" / "overhead.py")
     command = [sys.executable, script, "--rounds", "1", "--steps", str(steps), "--resnet-steps", "0",
                "--json", str(out)]  # fmt: skip
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"overhead.py failed with {src} ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
