@@ -111,6 +111,7 @@ class FitAccount:
         self._checkpointing_in_validation_s = 0.0
         self._open: dict[Quantity, float] = {}
         self.steps = Totals()
+        self.window = Totals()  # the steps profiled by OpWindow, kept out of `steps`
         self.first_step: Any = None
 
     @property
@@ -150,9 +151,12 @@ class FitAccount:
         if self.first_step is None:
             self.first_step = step
 
-    def add_epoch(self, totals: Any) -> None:
-        """An epoch's steps (finished, or cut short by an interrupt) into the fit's totals."""
+    def add_epoch(self, totals: Any, window: Any = None) -> None:
+        """An epoch's steps (finished, or cut short by an interrupt) into the fit's totals; its profiled steps
+        (``window``) into their own."""
         self.steps.merge(totals)
+        if window is not None:
+            self.window.merge(window)
 
     def budget(self, now: float) -> Budget | None:
         """Every second from :meth:`begin` to ``now``, by bucket; ``other`` is the rest."""
@@ -175,6 +179,7 @@ class FitAccount:
             **{part: without_first(part) for part in PARTS},
             Q.validation: validation - self._checkpointing_in_validation_s,
             Q.checkpointing: checkpointing,
+            Q.op_window: self.window.data_loading_s + self.window.training_s + self.window.profiler_s,
         }
         for bucket, cost in self.costs.items():
             if (

@@ -153,11 +153,14 @@ def add_tensorboard_layout(loggers: Sequence[Logger]) -> None:
             logger.experiment.add_custom_scalars(tensorboard_layout())
 
 
-def add_budget_text(loggers: Sequence[Logger], markdown: str, step: int) -> None:
-    """The budget and verdict as TensorBoard text (its TEXT tab renders the markdown table)."""
+BUDGET_TAG, OPS_TAG = "cifarbench/fit_budget", "cifarbench/ops"
+
+
+def add_budget_text(loggers: Sequence[Logger], markdown: str, step: int, tag: str = BUDGET_TAG) -> None:
+    """The budget and verdict (or OpWindow's table) as TensorBoard text (its TEXT tab renders markdown)."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_text("cifarbench/fit_budget", markdown, global_step=step)
+            logger.experiment.add_text(tag, markdown, global_step=step)
             logger.experiment.flush()
 
 

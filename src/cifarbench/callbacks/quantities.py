@@ -95,6 +95,9 @@ QUANTITIES: tuple[Quantity, ...] = (
     # ----- added with the one schema
     _time("framework", "Lightning's own per-step work", default=0.0, step_tag=True, **_PART),
     _time("profiler", "EpochTimer's own hooks and marks", default=0.0, step=True, bucket=True, compared=True),
+    # ----- the operator window (OpWindow): its steps are left out of the step columns above
+    Quantity("op_window_steps", "count", "steps left out for OpWindow", type=int, default=0),
+    _time("op_window", "OpWindow's profiled steps (slowed)", default=0.0, bucket=True, tag=None),
     # ----- fit-budget buckets that are not epoch columns
     _time("startup", "setup, device moves, loader start-up", column=False, bucket=True, tag=None),
     _time("sanity_check", "validation batches before training", column=False, bucket=True, tag=None),
@@ -117,7 +120,7 @@ STEP_SECONDS: tuple[Quantity, ...] = tuple(quantity for quantity in QUANTITIES i
 #: The fit budget's buckets, in the order the table and fit_budget.json show them (``other`` is the rest).
 BUCKET_ORDER: tuple[Quantity, ...] = (
     Q.startup, Q.sanity_check, Q.first_step, Q.data_loading, *PARTS, Q.validation, Q.checkpointing,
-    Q.profiler, Q.other,
+    Q.profiler, Q.op_window, Q.other,
 )  # fmt: skip
 #: The buckets that hold the training epochs' time (the share of the epochs that input-bound is judged on).
 EPOCH_BUCKETS: tuple[Quantity, ...] = (Q.first_step, Q.data_loading, *PARTS)

@@ -31,7 +31,7 @@ EpochTiming = epoch_columns_record(
 )
 
 # Each rank's own figures, reduced over ranks once per epoch: the slowest rank's value, and the mean.
-_PER_RANK = (Q.epoch, *STEP_SECONDS, Q.step_p50, Q.step_p90, Q.step_max, Q.peak_memory)
+_PER_RANK = (Q.epoch, *STEP_SECONDS, Q.step_p50, Q.step_p90, Q.step_max, Q.peak_memory, Q.op_window)
 # The columns that hold a mean over ranks, and the figure each averages.
 _MEANS = {Q.data_loading_mean: Q.data_loading, Q.training_mean: Q.training, Q.epoch_mean: Q.epoch}
 
@@ -46,8 +46,14 @@ def epoch_timing(
     mfu_flops: tuple[float, float] | None,
     world_size: int,
     reduce: Reduce,
+    window: Any = None,
 ) -> Any:
-    """An epoch's row from this rank's step totals and spread, reduced over ranks (one collective)."""
+    """An epoch's row from this rank's step totals and spread, reduced over ranks (one collective).
+
+    ``window`` sums the steps that OpWindow profiled (a ``Totals``): they are in no other column but
+    ``op_window_steps`` and ``op_window_s``, and the epoch's samples per second are those of the other steps.
+    """
+    window_s = window.data_loading_s + window.training_s + window.profiler_s if window is not None else 0.0
     local = {
         Q.epoch: epoch_s,
         **{quantity: getattr(totals, quantity.column_name) for quantity in STEP_SECONDS},
@@ -55,11 +61,13 @@ def epoch_timing(
         Q.step_p90: spread.quantile(0.9),
         Q.step_max: spread.max,
         Q.peak_memory: float(peak_memory or 0),
+        Q.op_window: window_s,
     }
     slowest_values, mean_values, samples = reduce([local[q] for q in _PER_RANK], totals.samples)
     slowest = dict(zip(_PER_RANK, slowest_values, strict=True))
     mean = dict(zip(_PER_RANK, mean_values, strict=True))
-    samples_per_s = samples / slowest[Q.epoch] if slowest[Q.epoch] > 0 else 0.0
+    outside_window_s = slowest[Q.epoch] - slowest[Q.op_window]
+    samples_per_s = samples / outside_window_s if outside_window_s > 0 else 0.0
     mfu = None
     if mfu_flops is not None:
         per_sample, peak = mfu_flops
@@ -69,6 +77,7 @@ def epoch_timing(
         **{column: mean[figure] for column, figure in _MEANS.items()},
         Q.index: epoch,
         Q.steps: totals.steps,
+        Q.op_window_steps: window.steps if window is not None else 0,
         Q.samples: samples,
         Q.samples_per_s: samples_per_s,
         Q.world_size: world_size,

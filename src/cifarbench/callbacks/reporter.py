@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 
 from cifarbench.callbacks.outputs import (
+    OPS_TAG,
     OutputGuard,
     TimingsCsv,
     add_budget_text,
@@ -94,8 +95,16 @@ class Reporter:
         self.guard.run(
             "loggers (fit budget text)", lambda: add_budget_text(self.loggers, markdown, global_step)
         )
+        operators = session.operators  # OpWindow's table, under the budget
+        if operators is not None:
+            text = operators.markdown()
+            self.guard.run(
+                "loggers (ops text)", lambda: add_budget_text(self.loggers, text, global_step, OPS_TAG)
+            )
         if self.print_table:
-            render_report(history, budget, findings, clock)
+            render_report(
+                history, budget, findings, clock, operators.table() if operators is not None else None
+            )
 
     def _write_curve(self) -> None:
         points, self._curve = self._curve, []

@@ -30,6 +30,7 @@ class FitSession:
         self.steps = StepAccount(self.clock)
         self.fit = FitAccount()
         self.epoch = EpochClock()
+        self.operators: Any = None  # what OpWindow's profiler saw (an ops.OpSummary), handed over by it
 
     # -------------------------------------------------------------------------------------- the fit
     def set_up(self, begin_s: float) -> None:
@@ -65,7 +66,11 @@ class FitSession:
         ``advice`` per kind; ``None`` when the fit never began. The session is done."""
         budget = self.fit.budget(now if now is not None else wall_time(self.device))
         self.stage = Stage.IDLE
-        return None if budget is None else (budget, verdict(budget, self.fit.steps.transfer_s, advice))
+        if budget is None:
+            return None
+        if self.operators is not None:  # the same steps as EpochTimer saw them, next to the profiler's view
+            self.operators.timer_steps(self.steps.profiled)
+        return budget, verdict(budget, self.fit.steps.transfer_s, advice, self.operators)
 
     # ----------------------------------------------------------------------------------- epochs and steps
     def start_epoch(self) -> None:
@@ -92,14 +97,14 @@ class FitSession:
         self.stage = Stage.BETWEEN_EPOCHS
         steps = self.steps.close_epoch()
         self._saw(steps)
-        self.fit.add_epoch(self.steps.epoch)
+        self.fit.add_epoch(self.steps.epoch, self.steps.window)
         return epoch_s, steps
 
     def interrupt_epoch(self) -> list[Any]:
         """An epoch cut short: the steps the device has passed (no synchronize), into the fit's totals."""
         steps = self.steps.drain()
         self._saw(steps)
-        self.fit.add_epoch(self.steps.epoch)
+        self.fit.add_epoch(self.steps.epoch, self.steps.window)
         self.stage = Stage.BETWEEN_EPOCHS
         return steps
 

@@ -21,11 +21,16 @@ previous step's end (or the epoch's start, or the end of a pause) to its start.
 EpochTimer's own host time (its hooks and wrappers) is added to :attr:`StepAccount.cost_s` as it happens; the
 cost inside a step is taken out of its framework part, the cost in the gap before it out of its data loading,
 and both are the step's ``profiler_s``.
+
+A watcher (:meth:`StepAccount.watch`, OpWindow's profiler) is told every mark as it happens. The steps that
+run or wait for their batch while one is set are *profiled*: slowed by it, they are kept apart (``window``)
+and out of the epoch's totals and spread.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +48,15 @@ class Phase:
     AFTER_BACKWARD = "after_backward"
     BEFORE_OPTIMIZER = "before_optimizer"
     AFTER_OPTIMIZER = "after_optimizer"
+    # Not marks: what a watcher (StepAccount.watch) is also told, as a step starts and ends.
+    STEP_START = "step_start"
+    STEP_END = "step_end"
 
 
 # Steps wait this many at a time to be read: a bound on memory (a few KB), and a batch for the reading loop.
 READ_EVERY = 32
+# A watcher profiles a few steps; more than this many are summed in `window` but not kept one by one.
+PROFILED_KEPT = 64
 
 
 @dataclass(slots=True)
@@ -63,6 +73,7 @@ class _Marks:
     end: Any = None
     samples: int = 0
     cost_s: float = 0.0
+    profiled: bool = False
 
 
 class StepAccount:
@@ -82,6 +93,10 @@ class StepAccount:
         self._gap_cost_s = 0.0
         self._step: _Marks | None = None
         self._transfers: list[tuple[Any, Any]] = []
+        self.window = Totals()  # the epoch's profiled steps (see watch)
+        self.profiled: list[Any] = []  # the fit's profiled steps, in order (StepTimes)
+        self._watcher: Callable[[str], None] | None = None
+        self._profiling = False  # a watcher was set since the last step ended: the next step is profiled
 
     @property
     def in_step(self) -> bool:
@@ -90,7 +105,20 @@ class StepAccount:
     def start_epoch(self) -> None:
         self.epoch = Totals()
         self.spread = LogHistogram()
+        self.window = Totals()
+        self._profiling = self._watcher is not None
         self.restart_gap(self.clock.mark())
+
+    def watch(self, watcher: Callable[[str], None] | None) -> None:
+        """``watcher(phase)`` at every mark from now on, and at each step's start and end
+        (``Phase.STEP_START``, ``STEP_END``), until ``watch(None)``. A step that runs, or waits for its batch,
+        while a watcher is set is profiled: it goes to ``window`` and ``profiled``, not to the epoch's totals
+        and spread."""
+        self._watcher = watcher
+        if watcher is not None:
+            self._profiling = True
+            if self._step is not None:
+                self._step.profiled = True
 
     def restart_gap(self, mark: Any) -> None:
         """The next step's data loading starts at ``mark`` (after a pause: validation, a checkpoint)."""
@@ -103,12 +131,17 @@ class StepAccount:
     def start_step(self) -> None:
         self._step = _Marks(self._gap_start, self.clock.mark(), self._gap_cost_s, self.cost_s)
         self._step.transfers, self._transfers = self._transfers, []
+        self._step.profiled = self._profiling
+        if self._watcher is not None:
+            self._watcher(Phase.STEP_START)
 
     def mark(self, phase: str) -> None:
         """A :class:`Phase` mark, now, inside the current step (ignored between steps)."""
         step = self._step
         if step is not None:
             step.phases.append((phase, self.clock.mark()))
+            if self._watcher is not None:
+                self._watcher(phase)
 
     def end_step(self, samples: int, global_step: int) -> bool:
         """The step ends now; ``global_step`` is the Trainer's after it (what loggers plot it at).
@@ -123,6 +156,9 @@ class StepAccount:
         step.samples, step.global_step, step.cost_s = samples, global_step, self.cost_s
         self._pending.append(step)
         self.restart_gap(mark)
+        if self._watcher is not None:
+            self._watcher(Phase.STEP_END)
+        self._profiling = self._watcher is not None  # the wait for the next batch is profiled too
         return len(self._pending) >= READ_EVERY
 
     def drain(self, wait: bool = False) -> list[Any]:
@@ -132,11 +168,25 @@ class StepAccount:
         done = []
         pending, ready, epoch, spread = self._pending, self.clock.ready, self.epoch, self.spread
         while pending and (wait or ready(pending[0].end)):
-            step = self._read(pending.popleft())
+            marks = pending.popleft()
+            if marks.profiled:
+                self._profiled(marks)
+                continue
+            step = self._read(marks)
             epoch.add(step)
             spread.add(step.data_loading_s + step.training_s)
             done.append(step)
         return done
+
+    def _profiled(self, marks: _Marks) -> None:
+        # Its wall time, whole: the watcher's work in EpochTimer's hooks can exceed the part it is taken from.
+        span = self.clock.seconds(marks.gap_start, marks.end) if marks.gap_start is not None else None
+        step = self._read(marks)
+        if span is not None:
+            step.profiler_s = max(0.0, span - step.data_loading_s - step.training_s)
+        self.window.add(step)
+        if len(self.profiled) < PROFILED_KEPT:
+            self.profiled.append(step)
 
     def close_epoch(self) -> list[Any]:
         """Read every step left (one settle), and let go of the epoch's last marks."""

@@ -46,13 +46,22 @@ def budget_rows(budget: Any) -> list[list[str]]:
     return [*rows, ["fit", f"{fit_s:.3f}", "100.0%", "trainer.fit's wall time"]]
 
 
-def render_report(history: Sequence[Any], budget: Any, findings: Sequence[Finding], clock: str) -> None:
-    """Print the per-epoch table, the budget and the verdict (rich if installed, plain columns otherwise)."""
+def render_report(
+    history: Sequence[Any],
+    budget: Any,
+    findings: Sequence[Finding],
+    clock: str,
+    operators: tuple[str, list[str], list[list[str]]] | None = None,
+) -> None:
+    """Print the per-epoch table, the budget, OpWindow's ``operators`` table (title, headers, rows) if any,
+    and the verdict (rich if installed, plain columns otherwise)."""
     tables = []
     if history:
         tables.append((f"EpochTimer ({clock} clock)", HEADERS, timing_table_rows(history)))
     if budget:
         tables.append(("Where the fit's time went", BUDGET_HEADERS, budget_rows(budget)))
+    if operators is not None:
+        tables.append(operators)
     lines = [finding.text for finding in findings]
     try:
         from rich.console import Console  # optional: the callbacks need only torch and lightning
@@ -67,7 +76,8 @@ def render_report(history: Sequence[Any], budget: Any, findings: Sequence[Findin
     for title, headers, rows in tables:
         table = Table(title=title)
         for index, header in enumerate(headers):
-            left = headers is BUDGET_HEADERS and index in (0, 3)  # names and words; numbers align right
+            # names and words align left, numbers right
+            left = index in (0, 3) if headers is BUDGET_HEADERS else headers is not HEADERS and index < 2
             table.add_column(header, justify="left" if left else "right")
         for cells in rows:
             table.add_row(*cells)

@@ -90,12 +90,9 @@ class EpochTimer(Callback):
         for name, value in (("peak_flops", peak_flops), ("flops_per_sample", flops_per_sample)):
             if value is not None and value <= 0:
                 raise ValueError(f"EpochTimer({name}={value!r}) must be > 0 or None")
-        self.sync = sync
-        self.log_every_n_steps = log_every_n_steps
-        self.csv_filename = csv_filename
-        self.print_table = print_table
-        self.peak_flops = peak_flops
-        self.flops_per_sample = flops_per_sample
+        self.sync, self.log_every_n_steps = sync, log_every_n_steps
+        self.csv_filename, self.print_table = csv_filename, print_table
+        self.peak_flops, self.flops_per_sample = peak_flops, flops_per_sample
         self.advice: dict[str, str] = dict(GENERIC_ADVICE)
 
         self._history: list[Any] = []
@@ -122,6 +119,10 @@ class EpochTimer(Callback):
     def verdict(self) -> list[Finding]:
         """What bounds the last fit and what to try next (empty before a fit ends)."""
         return list(self._verdict)
+
+    @property
+    def session(self) -> FitSession:  # the current fit's (OpWindow watches its steps)
+        return self._session
 
     @property
     def csv_path(self) -> str | None:
@@ -280,7 +281,7 @@ class EpochTimer(Callback):
         reduce = functools.partial(reduce_over_ranks, trainer)
         timing = epoch_timing(
             trainer.current_epoch, session.steps.epoch, session.steps.spread, epoch_s, session.clock.name,
-            session.peak_memory(), self._mfu_flops, trainer.world_size, reduce,
+            session.peak_memory(), self._mfu_flops, trainer.world_size, reduce, session.steps.window,
         )  # fmt: skip
         self._history.append(timing)
         if self._reporter is not None:

@@ -49,6 +49,7 @@ GENERIC_ADVICE: dict[str, str] = {
     "framework_heavy": "a larger batch (fewer steps per epoch), fewer per-step self.log calls "
     "(on_step=False), or torch.compile",
     "compute_bound": "bf16-mixed precision, channels_last, torch.compile, or a larger batch",
+    "launch_bound": "CUDA graphs (torch.compile(mode='reduce-overhead')) or a larger batch",
 }
 
 
@@ -61,11 +62,14 @@ class Finding:
         return asdict(self)
 
 
-def verdict(budget: Any, transfer_s: float, advice: Mapping[str, str] | None = None) -> list[Finding]:
+def verdict(
+    budget: Any, transfer_s: float, advice: Mapping[str, str] | None = None, operators: Any = None
+) -> list[Finding]:
     """Two to four findings for a fit budget (:class:`cifarbench.callbacks.quantities.Budget`).
 
     ``transfer_s`` is the time in host-to-device copies (part of data loading); ``advice`` replaces
-    :data:`GENERIC_ADVICE` per kind.
+    :data:`GENERIC_ADVICE` per kind; ``operators`` (OpWindow's ``ops.OpSummary``) names the top operations in
+    a compute-bound finding, and adds its own (launch-bound).
     """
     fit_s = budget.fit_s
     if fit_s <= 0:
@@ -115,6 +119,8 @@ def verdict(budget: Any, transfer_s: float, advice: Mapping[str, str] | None = N
                 f"pipeline. To make the step itself faster, try {tips['compute_bound']}.",
             )
         )
+    if operators is not None:
+        findings = operators.amend(findings, tips)
     return findings
 
 
