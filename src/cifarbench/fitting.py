@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.optim import Optimizer
 
 from cifarbench import configs
-from cifarbench.callbacks import EpochTimer, WorkerTuner
+from cifarbench.callbacks import EpochTimer, OpWindow, WorkerTuner
 from cifarbench.callbacks.compile_watch import CompileWatch
 from cifarbench.callbacks.interrupt import StopOnInterrupt
 from cifarbench.data import CIFAR10DataModule
@@ -48,7 +48,48 @@ ADVICE: dict[str, str] = {
     "for fewer steps, or --model.compile default",
     "compute_bound": "--config fast (bf16-mixed, channels_last, torch.compile, batch 512) on a GPU, or "
     "--trainer.precision bf16-mixed --model.channels_last true",
+    "launch_bound": "--model.compile reduce-overhead (CUDA graphs: one launch per step) or a larger batch "
+    "(--data.batch_size)",
 }
+
+
+class CliEpochTimer(EpochTimer):
+    """EpochTimer with the operator window's options: ``--timer.ops true`` adds an :class:`OpWindow`.
+
+    Args:
+        ops: profile a few training steps operation by operation (OpWindow): ops.csv and a table at fit end.
+        ops_epoch: the epoch to profile (default: the second, or the first when there is one).
+        ops_wait: steps of that epoch before the window.
+        ops_warmup: steps profiled but not recorded (the profiler's start-up).
+        ops_steps: steps recorded.
+        ops_device_times: record CUDA kernels too (default: on CUDA).
+        ops_trace: also write trace.json.gz (Chrome/Perfetto format) in the log dir.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        ops: bool = False,
+        ops_epoch: int | None = None,
+        ops_wait: int = 1,
+        ops_warmup: int = 2,
+        ops_steps: int = 3,
+        ops_device_times: bool | None = None,
+        ops_trace: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        limits = (("ops_wait", ops_wait, 0), ("ops_warmup", ops_warmup, 1), ("ops_steps", ops_steps, 1),
+                  ("ops_epoch", ops_epoch or 0, 0))  # fmt: skip
+        for option, value, least in limits:
+            if value < least:  # OpWindow would say it too, in its own argument's name
+                raise ValueError(f"--timer.{option} {value!r}: must be >= {least}")
+        window = OpWindow(ops_epoch, ops_wait, ops_warmup, ops_steps, ops_device_times, ops_trace)
+        self.ops_window: OpWindow | None = window if ops else None
+
+    @property
+    def state_key(self) -> str:
+        return EpochTimer.__qualname__  # checkpoints stay EpochTimer's, whichever class wrote them
 
 
 class CifarbenchCLI(LightningCLI):
@@ -62,7 +103,7 @@ class CifarbenchCLI(LightningCLI):
         return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(EpochTimer, "timer")
+        parser.add_lightning_class_args(CliEpochTimer, "timer")
         # Registering the optimizer group here (instead of LightningCLI's automatic one) lets it have a
         # default: the lab's SGD, replaced by e.g. `--optimizer Adam --optimizer.lr 0.001`.
         parser.add_optimizer_args((Optimizer,))
@@ -89,6 +130,9 @@ class CifarbenchCLI(LightningCLI):
             self.trainer.callbacks.append(WorkerTuner())
         for timer in self._timers():
             timer.advice.update(ADVICE)
+            window = getattr(timer, "ops_window", None)
+            if window is not None and window not in self.trainer.callbacks:
+                self.trainer.callbacks.append(window)
         self._prepare_compile()
 
     def _prepare_compile(self) -> None:

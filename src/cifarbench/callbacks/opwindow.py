@@ -31,15 +31,15 @@ from typing_extensions import override
 from cifarbench.callbacks.ops import OPS_CSV, RANGE_PREFIX, OpSummary, summarize
 from cifarbench.callbacks.outputs import OutputGuard
 from cifarbench.callbacks.quantities import Q
-from cifarbench.callbacks.steps import Phase
+from cifarbench.callbacks.steps import STEP_END, STEP_START, Phase
 from cifarbench.callbacks.timing import EpochTimer
 
 TRACE_FILE = "trace.json.gz"
 
 # The part of the step that each event opens (as steps._part_seconds splits a step's marks).
 _OPENS = {
-    Phase.STEP_START: Q.framework.name,
-    Phase.STEP_END: Q.data_loading.name,
+    STEP_START: Q.framework.name,
+    STEP_END: Q.data_loading.name,
     Phase.TRAINING_STEP_START: Q.forward.name,
     Phase.TRAINING_STEP_END: Q.framework.name,
     Phase.BEFORE_BACKWARD: Q.backward.name,
@@ -70,11 +70,11 @@ class PhaseRanges:
     def _switch(self, phase: str) -> None:
         if phase == Phase.TRAINING_STEP_START:
             self._in_training_step = True
-        elif phase in (Phase.TRAINING_STEP_END, Phase.STEP_START):
+        elif phase in (Phase.TRAINING_STEP_END, STEP_START):
             self._in_training_step = False
         part = _OPENS.get(phase) or (Q.step_other.name if self._in_training_step else Q.framework.name)
         self.close()
-        if phase == Phase.STEP_END:  # between two ranges: the recorded steps are whole steps
+        if phase == STEP_END:  # between two ranges: the recorded steps are whole steps
             self.ended += 1
             self.profiler.step()
             if self.ended >= self.steps:
@@ -239,6 +239,8 @@ class OpWindow(Callback):
             if recorded == 0:
                 return
             summary = summarize(profiler.events(), self.warmup, self._device_times)
+            # Cut short, the profiler's last step is the wait after the last whole one.
+            summary.recorded_steps = min(summary.recorded_steps, recorded)
         except Exception as error:  # noqa: BLE001 - the profiler's failure is not the fit's
             rank_zero_warn(f"OpWindow: the profiler failed ({type(error).__name__}: {error}); the fit goes "
                            f"on without the operator window.")  # fmt: skip

@@ -48,9 +48,10 @@ class Phase:
     AFTER_BACKWARD = "after_backward"
     BEFORE_OPTIMIZER = "before_optimizer"
     AFTER_OPTIMIZER = "after_optimizer"
-    # Not marks: what a watcher (StepAccount.watch) is also told, as a step starts and ends.
-    STEP_START = "step_start"
-    STEP_END = "step_end"
+
+
+# Not marks: what a watcher (StepAccount.watch) is also told, as each step starts and ends.
+STEP_START, STEP_END = "step_start", "step_end"
 
 
 # Steps wait this many at a time to be read: a bound on memory (a few KB), and a batch for the reading loop.
@@ -111,7 +112,7 @@ class StepAccount:
 
     def watch(self, watcher: Callable[[str], None] | None) -> None:
         """``watcher(phase)`` at every mark from now on, and at each step's start and end
-        (``Phase.STEP_START``, ``STEP_END``), until ``watch(None)``. A step that runs, or waits for its batch,
+        (``STEP_START``, ``STEP_END``), until ``watch(None)``. A step that runs, or waits for its batch,
         while a watcher is set is profiled: it goes to ``window`` and ``profiled``, not to the epoch's totals
         and spread."""
         self._watcher = watcher
@@ -133,7 +134,7 @@ class StepAccount:
         self._step.transfers, self._transfers = self._transfers, []
         self._step.profiled = self._profiling
         if self._watcher is not None:
-            self._watcher(Phase.STEP_START)
+            self._watcher(STEP_START)
 
     def mark(self, phase: str) -> None:
         """A :class:`Phase` mark, now, inside the current step (ignored between steps)."""
@@ -157,7 +158,7 @@ class StepAccount:
         self._pending.append(step)
         self.restart_gap(mark)
         if self._watcher is not None:
-            self._watcher(Phase.STEP_END)
+            self._watcher(STEP_END)
         self._profiling = self._watcher is not None  # the wait for the next batch is profiled too
         return len(self._pending) >= READ_EVERY
 
