@@ -11,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarbench.__main__ import main
+from cifarbench.callbacks import EpochTimer
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.fitting import CifarbenchCLI
 from cifarbench.model import ResNet18Classifier
@@ -77,7 +78,8 @@ def test_the_step_anatomy_is_in_tensorboard_and_the_csv_after_the_older_columns(
     newer = ["forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p50_s", "step_p90_s",
              "step_max_s", "peak_memory_bytes"]  # fmt: skip
     newest = ["framework_s", "profiler_s"]  # with the one schema
-    assert reader.fieldnames == older + newer + newest
+    operator_window = ["op_window_steps", "op_window_s"]  # with OpWindow
+    assert reader.fieldnames == older + newer + newest + operator_window
     for row in rows:  # the parts add up to the training time, and a step's spread is ordered
         names = ("forward_s", "backward_s", "optimizer_s", "framework_s", "step_other_s")
         parts = sum(float(row[name]) for name in names)
@@ -130,7 +132,7 @@ def test_defaults_are_the_lab_recipe():
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 5e-4)
     assert cli.trainer.max_epochs == 5
     assert cli.datamodule.batch_size == 128
-    assert any(type(callback).__name__ == "EpochTimer" for callback in cli.trainer.callbacks)
+    assert any(isinstance(callback, EpochTimer) for callback in cli.trainer.callbacks)
     assert type(cli.trainer.logger).__name__ == "TensorBoardLogger"
 
 
@@ -145,7 +147,7 @@ def test_optimizer_is_chosen_on_the_command_line():
 def test_timer_options_are_on_the_command_line():
     args = ["--data.synthetic", "16", "--timer.sync", "true", "--timer.log_every_n_steps", "5"]
     cli = CifarbenchCLI(ResNet18Classifier, CIFAR10DataModule, run=False, args=args)
-    (timer,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "EpochTimer"]
+    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, EpochTimer)]
     assert timer.sync is True and timer.log_every_n_steps == 5
 
 
