@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # A short profiling fit on CPU with explicit synthetic data (CIFAR-10 itself is not needed).
+# `make demo ARGS="--timer.ops true"` adds the operator window: which operations take each phase's time.
+ARGS ?=
 demo: setup
-	$(BIN)/python -m cifarbench fit --config demo
+	$(BIN)/python -m cifarbench fit --config demo $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest
