@@ -91,7 +91,10 @@ class PhaseRanges:
 
 def profiler_active() -> bool:
     """Whether a torch profiler (torch.profiler, autograd's, Lightning's PyTorchProfiler) is on already."""
-    return bool(torch.autograd.profiler._is_profiler_enabled or torch._C._autograd._profiler_enabled())
+    # torch's own flags (private: read defensively, so that another torch version only loses the early check).
+    python_flag = getattr(torch.autograd.profiler, "_is_profiler_enabled", False)
+    native_check = getattr(torch._C._autograd, "_profiler_enabled", lambda: False)
+    return bool(python_flag or native_check())
 
 
 class OpWindow(Callback):
