@@ -111,6 +111,7 @@ class FitAccount:
         self._checkpointing_in_validation_s = 0.0
         self._open: dict[Quantity, float] = {}
         self.steps = Totals()
+        self.epochs = 0  # training epochs that ran (finished, or cut short)
         self.first_step: Any = None
 
     @property
@@ -153,6 +154,7 @@ class FitAccount:
     def add_epoch(self, totals: Any) -> None:
         """An epoch's steps (finished, or cut short by an interrupt) into the fit's totals."""
         self.steps.merge(totals)
+        self.epochs += 1
 
     def budget(self, now: float) -> Budget | None:
         """Every second from :meth:`begin` to ``now``, by bucket; ``other`` is the rest."""

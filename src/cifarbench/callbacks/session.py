@@ -65,7 +65,14 @@ class FitSession:
         ``advice`` per kind; ``None`` when the fit never began. The session is done."""
         budget = self.fit.budget(now if now is not None else wall_time(self.device))
         self.stage = Stage.IDLE
-        return None if budget is None else (budget, verdict(budget, self.fit.steps.transfer_s, advice))
+        return (
+            None
+            if budget is None
+            else (
+                budget,
+                verdict(budget, self.fit.steps.transfer_s, advice, self.fit.epochs, self.fit.steps.steps),
+            )
+        )
 
     # ----------------------------------------------------------------------------------- epochs and steps
     def start_epoch(self) -> None:
