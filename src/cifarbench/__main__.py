@@ -20,7 +20,7 @@ from cifarbench.errors import CifarbenchError
 try:  # the command line is the [cli] extra; `pip install cifarbench` alone is the reusable callbacks
     from jsonargparse import ArgumentError
 
-    from cifarbench.commands import compare, fit, inspect, lab
+    from cifarbench.commands import compare, fit, inspect, lab, tune
     from cifarbench.commands.parsing import explain
     from cifarbench.fitting import run_cli
     from cifarbench.quiet import configure_console
@@ -31,7 +31,9 @@ except ModuleNotFoundError as missing:
 
 # Verb -> the module that runs it; each has SUMMARY and main(argv), which raises instead of exiting.
 VERBS: dict[str, ModuleType] = (
-    {"fit": fit, "lab": lab, "inspect": inspect, "compare": compare} if MISSING_EXTRA is None else {}
+    {"fit": fit, "tune": tune, "lab": lab, "inspect": inspect, "compare": compare}
+    if MISSING_EXTRA is None
+    else {}
 )
 # LightningCLI's other subcommands share fit's parser and defaults.
 LIGHTNING_VERBS = ("validate", "test", "predict")
