@@ -203,6 +203,14 @@ def wrong_shape(path: Path) -> None:
     path.write_bytes(pickle.dumps({"data": np.zeros((6, 1000), np.uint8), "labels": [0] * 6}, protocol=2))
 
 
+def ragged_labels(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [[0], [1, 2]]}, protocol=2))
+
+
+def no_images(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}, protocol=4))
+
+
 def runs_code(path: Path) -> None:
     # The test runs in tmp_path (chdir), whose "code-ran" file would prove that the pickle ran code.
     path.write_bytes(pickle.dumps({"data": RunsCode(Path("code-ran")), "labels": [0]}, protocol=2))
@@ -215,6 +223,8 @@ def runs_code(path: Path) -> None:
         (truncated, "false", "truncated"),
         (flipped_byte, "true", "does not match the official CIFAR-10 checksum"),
         (wrong_shape, "false", "(6, 1000)"),
+        (ragged_labels, "false", "'labels' is not a flat list of ints"),
+        (no_images, "false", "it holds 0 images"),
         (runs_code, "false", "Refused to read"),
         (runs_code, "true", "does not match the official CIFAR-10 checksum"),
     ],
@@ -239,6 +249,7 @@ def test_bad_data_files_stop_the_cli_with_the_file_and_the_fix(
     assert str(damaged) in error and expected in error and "Traceback" not in error
     assert "--data." in error  # names the option that fixes it
     assert not (tmp_path / "code-ran").exists()
+    assert not list(tmp_path.glob("**/timings.csv")) and not list(tmp_path.glob("**/fit_budget.json"))
 
 
 # ------------------------------------------------------------------------------------------- bad options
