@@ -204,7 +204,9 @@ def wrong_shape(path: Path) -> None:
 
 
 def ragged_labels(path: Path) -> None:
-    path.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [[0], [1, 2]]}, protocol=2))
+    path.write_bytes(
+        pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [[0], [1, 2]]}, protocol=2)
+    )
 
 
 def no_images(path: Path) -> None:
