@@ -1,6 +1,9 @@
+import io
 import pickle
 import re
+import shutil
 import struct
+import tarfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -317,3 +320,47 @@ def test_a_batch_with_no_images_is_refused(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(pickle.dumps(empty, protocol=4))
     with pytest.raises(DataError, match=r"data_batch_1 is not a CIFAR-10 batch: it holds 0 images"):
         cifar10_files.read_batch_file(tmp_path / "data_batch_1")
+
+
+# ------------------------------------------------------------------------------------- extracting the archive
+def official_like_archive(path: Path, source: Path) -> None:
+    """A tar.gz laid out as the official one (the batch files of ``source``), plus members that must never be
+    extracted: a path out of the folder, an absolute path, a link, and a member cifarbench does not need."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES]:
+            tar.add(source / name, arcname=f"{cifar10_files.BASE_FOLDER}/{name}")
+        for hostile in ("../escaped", "/tmp/cifarbench-absolute", f"{cifar10_files.BASE_FOLDER}/readme.html"):
+            info = tarfile.TarInfo(hostile)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        link = tarfile.TarInfo(f"{cifar10_files.BASE_FOLDER}/batches.meta")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+
+
+def test_download_extracts_only_the_missing_batch_files_and_never_over_the_users(
+    cifar_files, tmp_path, monkeypatch
+):
+    official = tmp_path / "official"
+    official.mkdir()
+    for name in [*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES]:
+        write_batch(official / name, np.full((2, 32, 32, 3), 9, np.uint8), np.array([9, 9]))
+    archive = tmp_path / "archive.tar.gz"
+    official_like_archive(archive, official)
+    fetched = []
+
+    def fake_download_url(url, root, filename, md5):  # the network is the only thing not real here
+        fetched.append(url)
+        shutil.copy(archive, Path(root) / filename)
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download_url)
+    users_own = (cifar_files.folder / "data_batch_1").read_bytes()
+    (cifar_files.folder / "test_batch").unlink()
+    data = CIFAR10DataModule(data_dir=str(cifar_files.data_dir), download=True, verify_integrity=False)
+    data.prepare_data()
+    assert fetched == [cifar10_files.URL]
+    assert (cifar_files.folder / "data_batch_1").read_bytes() == users_own  # not overwritten
+    assert (cifar_files.folder / "test_batch").read_bytes() == (official / "test_batch").read_bytes()
+    leftovers = sorted(path.name for path in cifar_files.folder.iterdir())
+    assert leftovers == sorted([*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES])  # no link, no staging
+    assert not (cifar_files.data_dir / "escaped").exists() and not Path("/tmp/cifarbench-absolute").exists()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import lightning as L
@@ -260,7 +262,14 @@ def test_bad_data_files_stop_the_cli_with_the_file_and_the_fix(
     [
         (["--optimizer", "NoSuchOptimizer"], "NoSuchOptimizer"),
         (["--trainer.accelerator", "gpu"], "gpu"),
+        (["--data.num_workers", "100000"], "CIFAR10DataModule(num_workers=100000) is more than "),
+        (
+            ["--model.num_classes", "5"],
+            "--model.num_classes 5 is too few for the train split, whose labels go up "
+            "to 9: use --model.num_classes 10 or more",
+        ),
     ],
+    ids=["no-such-optimizer", "gpu", "workers-beyond-cpus", "classes-below-labels"],
 )
 def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expected):
     if "gpu" in extra and torch.cuda.is_available():
@@ -270,6 +279,26 @@ def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expec
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not list(tmp_path.glob("**/timings.csv"))
+
+
+def test_synthetic_data_beyond_memory_is_refused_before_allocating_it(tmp_path, capsys):
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc; the first used to be 74.5 GiB of labels
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *fit_args(tmp_path, "--data.synthetic", "10000000000")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"cifarbench: error: --data\.synthetic 10000000000 needs 34,600\.5 GiB of memory for its images "
+        r"\(train and test splits, 3096 bytes each\) but [\d,.]+ GiB is available: ask for fewer images "
+        r"\(CIFAR-10 has 50000\)",
+        error,
+    ), error
+    assert peak < 200 << 20
+    assert not list(tmp_path.glob("**/*.*"))  # nothing written: refused when the options are read
 
 
 def test_unwritable_log_dir_is_rejected_before_training(tmp_path, capsys):

@@ -6,6 +6,8 @@ import codecs
 import math
 import os
 import pickle
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -176,17 +178,78 @@ def has_all_files(data_dir: str | os.PathLike[str]) -> bool:
 
 
 def download(data_dir: str | os.PathLike[str]) -> None:
-    """Fetch and extract the official archive into ``data_dir`` (torchvision's downloader checks its md5)."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    """Fetch the official archive into ``data_dir`` (md5 checked); extract the batch files missing there.
+
+    Only the expected members are extracted, with tarfile's ``data`` filter, and never over a file that is
+    there: a user's own batch file stays as it is when another one is missing.
+    """
+    from torchvision.datasets.utils import download_url
 
     try:
-        download_and_extract_archive(URL, download_root=str(data_dir), filename=ARCHIVE, md5=ARCHIVE_MD5)
+        download_url(URL, root=str(data_dir), filename=ARCHIVE, md5=ARCHIVE_MD5)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad archive md5 a RuntimeError
         raise DataError(
             f"Downloading CIFAR-10 from {URL} into {data_dir} failed ({error}). Check the network, or "
             f"download the archive by hand and extract it into {data_dir}, so that "
             f"{Path(data_dir) / BASE_FOLDER} exists. To run without CIFAR-10: --data.synthetic 50000."
         ) from error
+    extract_missing(Path(data_dir) / ARCHIVE, data_dir)
+
+
+# The archive's members that cifarbench extracts (batches.meta holds the class names; readme.html is left).
+EXPECTED_MEMBERS = (*TRAIN_FILES, *TEST_FILES, "batches.meta")
+
+
+def extract_missing(archive: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> list[Path]:
+    """Extract from ``archive`` the batch files missing in ``data_dir``/cifar-10-batches-py; return those.
+
+    Each expected member must be a regular file; it is extracted (``data`` filter) into a temporary folder
+    beside its destination, then linked into place, which fails rather than replace a file that is there.
+    """
+    folder = Path(data_dir) / BASE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in EXPECTED_MEMBERS if not (folder / name).exists()]
+    extracted: list[Path] = []
+    if not missing:
+        return extracted
+    try:
+        with tarfile.open(archive, "r:gz") as tar, tempfile.TemporaryDirectory(dir=folder) as staging:
+            for name in missing:
+                member = _member(tar, f"{BASE_FOLDER}/{name}")
+                if member is None:
+                    if name in TRAIN_FILES or name in TEST_FILES:
+                        raise DataError(f"{archive} has no regular file {BASE_FOLDER}/{name}")
+                    continue
+                tar.extract(member, path=staging, filter="data")
+                if _place(Path(staging) / member.name, folder / name):
+                    extracted.append(folder / name)
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise DataError(
+            f"Extracting {archive} into {folder} failed ({type(error).__name__}: {error}). Delete the "
+            f"archive and download again (--data.download true)."
+        ) from None
+    return extracted
+
+
+def _member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        return None
+    return member if member.isfile() else None
+
+
+def _place(staged: Path, destination: Path) -> bool:
+    """Move ``staged`` to ``destination`` unless a file is there; False when one is (it is kept)."""
+    try:
+        os.link(staged, destination)  # atomic, and never replaces
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links
+        if destination.exists():
+            return False
+        os.replace(staged, destination)
+    return True
 
 
 def read_split(
