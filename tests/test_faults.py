@@ -281,6 +281,37 @@ def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expec
     assert not list(tmp_path.glob("**/timings.csv"))
 
 
+# Nine aliases of nine aliases, seven deep: 292 bytes that stand for 9**7 (4.8 million) values; the parser
+# took 44 s to walk them and reject the file.
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('"just a string"\n', "must be a mapping of options (trainer:, model:, data:, ...), not a string"),
+        ("- a\n- b\n", "must be a mapping of options (trainer:, model:, data:, ...), not a list"),
+        ("data: {batch_size: [\n", "not valid YAML (line 2, column 1: expected the node content, but found"),
+        (YAML_BOMB, "its aliases expand to more than 100,000 values"),
+    ],
+    ids=["string", "list", "broken", "alias-bomb"],
+)
+def test_a_config_file_that_holds_no_options_is_one_line_naming_it(tmp_path, capsys, content, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text(content)
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *fit_args(tmp_path, config=config)])
+    assert time.monotonic() - start < 5
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"cifarbench: error: {config}: {expected}") and error.count("\n") == 1, error
+    assert sorted(tmp_path.iterdir()) == [config]  # nothing written
+
+
 def test_synthetic_data_beyond_memory_is_refused_before_allocating_it(tmp_path, capsys):
     tracemalloc.start()  # numpy reports its arrays to tracemalloc; the first used to be 74.5 GiB of labels
     try:

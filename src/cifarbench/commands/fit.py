@@ -154,10 +154,12 @@ def run_cli(args: list[str], cli_class: type[CifarbenchCLI] | None = None) -> Ci
         warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
         # Arguments are always passed in (from sys.argv by __main__, or by the lab, benchmarks and tests).
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
+        expanded = configs.expand_names(list(args))
+        configs.check_files(expanded)
         return (cli_class or CifarbenchCLI)(
             ResNet18Classifier,
             CIFAR10DataModule,
-            args=configs.expand_names(list(args)),
+            args=expanded,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )
