@@ -25,19 +25,14 @@ from cifarbench.run_logging import claim_version
 
 from helpers import fit_args, loader
 
-TESTS = Path(__file__).parent
+# The small fit, smaller still: what these tests prove does not depend on how much a step computes.
+SMALLER = ("--data.batch_size", "4", "--timer.print_table", "false")
 
 
 def fit_process(root: Path, *args: str) -> subprocess.Popen:
     """``python -m cifarbench fit`` (the small fit, logging under ``root``) in a process of its own; its
     output goes to a pipe, which a file-size limit does not touch."""
-    command = [
-        sys.executable,
-        "-m",
-        "cifarbench",
-        "fit",
-        *fit_args(root, "--timer.print_table", "false", *args),
-    ]
+    command = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *SMALLER, *args)]
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -74,7 +69,7 @@ def test_a_fit_killed_while_saving_leaves_no_checkpoint_at_its_name_and_resume_s
     # A checkpoint cut short by an older version (or another tool) at a final name, newer than the good one.
     cut_short = run0 / "checkpoints" / "epoch=1-step=4.ckpt"
     cut_short.write_bytes((run0 / "checkpoints" / "epoch=0-step=2.ckpt").read_bytes()[:100_000])
-    main(["fit", *fit_args(tmp_path, "--ckpt_path", "last", "--timer.print_table", "false")])
+    main(["fit", *fit_args(tmp_path, *SMALLER, "--ckpt_path", "last")])
     error = capsys.readouterr().err
     assert f"--ckpt_path last: skipping {cut_short}, which does not load (BadZipFile: " in error
     assert f"resuming from {run0 / 'checkpoints' / 'epoch=0-step=2.ckpt'}" in error
@@ -180,7 +175,21 @@ def test_a_fit_that_lists_the_folder_before_another_run_creates_version_0_takes_
     (other / "config.yaml").write_text("the other run's config\n")
     # The race: this run listed lightning_logs/ just before the other run created version_0.
     monkeypatch.setattr("cifarbench.run_logging._listed_versions", lambda root: [])
-    main(["fit", *fit_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_checkpointing", "false")])
+    main(
+        [
+            "fit",
+            *fit_args(
+                tmp_path,
+                *SMALLER,
+                "--trainer.limit_train_batches",
+                "1",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.enable_checkpointing",
+                "false",
+            ),
+        ]
+    )
     assert (other / "config.yaml").read_text() == "the other run's config\n"
     assert sorted(path.name for path in other.iterdir()) == ["config.yaml"]
     assert (tmp_path / "lightning_logs" / "version_1" / "timings.csv").is_file()
@@ -224,7 +233,7 @@ def test_a_non_finite_loss_is_found_at_the_next_sampled_step_and_stops_the_fit(t
 @pytest.mark.slow
 def test_a_huge_learning_rate_stops_the_fit_in_one_line_before_a_nan_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *fit_args(tmp_path, "--optimizer.lr", "1e6", "--trainer.max_epochs", "3",
+        main(["fit", *fit_args(tmp_path, *SMALLER, "--optimizer.lr", "1e6", "--trainer.max_epochs", "3",
                                "--trainer.limit_train_batches", "4")])  # fmt: skip
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
