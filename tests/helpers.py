@@ -7,6 +7,7 @@ import os
 import pickle
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -14,8 +15,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.utils import calculate_md5
 
-from cifarbench.commands.fit import run_fit
+from cifarbench.data import cifar10_files
+from cifarbench.fitting import run_fit
 from cifarbench.run_folder import read_scalars
 
 IMAGES_PER_FILE = 6
@@ -50,16 +53,41 @@ def assert_within(measured: float, expected: float, tolerance: float = 0.10) -> 
     )
 
 
-class Delay:
+class Stopwatch:
+    """Adds up the wall time of each block it times (``with watch:``): a test's truth, taken where the work
+    happens, so that a slower or loaded machine moves the truth with the measurement."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.calls.append(time.perf_counter() - self._start)
+
+    @property
+    def total(self) -> float:
+        return sum(self.calls)
+
+    @property
+    def after_first(self) -> float:
+        """Every block but the first (the fit budget keeps the fit's first step apart)."""
+        return sum(self.calls[1:])
+
+
+class Delay(Stopwatch):
     """Sleeps, and adds up how long it really slept (a loaded machine oversleeps): the injected truth."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds, self.total = seconds, 0.0
+        super().__init__()
+        self.seconds = seconds
 
     def __call__(self) -> None:
-        start = time.perf_counter()
-        time.sleep(self.seconds)
-        self.total += time.perf_counter() - start
+        with self:
+            time.sleep(self.seconds)
 
 
 class SleepyDataset(Dataset):
@@ -142,6 +170,7 @@ class SleepyModule(L.LightningModule):
         )
         self.backward_delay, self.optimizer_delay = Delay(backward_delay), Delay(optimizer_delay)
         self.setup_delay, self.first_step_delay = Delay(setup_delay), Delay(first_step_delay)
+        self.step_work = Stopwatch()  # each training_step, whole: its sleeps and its real work
         self.steps_run = 0
 
     def setup(self, stage: str) -> None:
@@ -151,13 +180,14 @@ class SleepyModule(L.LightningModule):
         return self.layer(inputs)
 
     def training_step(self, batch, batch_idx):
-        if self.steps_run == 0:
-            self.first_step_delay()
-        self.steps_run += 1
-        self.step_delay()
-        inputs, targets = batch
-        loss = nn.functional.cross_entropy(self(inputs), targets)
-        return SlowBackward.apply(loss, self.backward_delay) if self.backward_delay.seconds else loss
+        with self.step_work:
+            if self.steps_run == 0:
+                self.first_step_delay()
+            self.steps_run += 1
+            self.step_delay()
+            inputs, targets = batch
+            loss = nn.functional.cross_entropy(self(inputs), targets)
+            return SlowBackward.apply(loss, self.backward_delay) if self.backward_delay.seconds else loss
 
     def validation_step(self, batch, batch_idx):
         self.val_delay()
@@ -173,8 +203,52 @@ class SleepyModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def loader(per_batch: float, steps: int = 8) -> DataLoader:
-    return DataLoader(SleepyDataset(steps * BATCH, per_batch), batch_size=BATCH, num_workers=0)
+class TimedLoader(DataLoader):
+    """A DataLoader that times each batch it hands out in ``fetch`` (the sampler, every ``__getitem__`` and
+    the collation): the data-loading truth, measured where the loading happens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch = Stopwatch()
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            with self.fetch:
+                batch = next(batches, None)
+            if batch is None:
+                self.fetch.calls.pop()  # the call that found the end handed out no batch
+                return
+            yield batch
+
+
+def loader(per_batch: float, steps: int = 8) -> TimedLoader:
+    return TimedLoader(SleepyDataset(steps * BATCH, per_batch), batch_size=BATCH, num_workers=0)
+
+
+# The small quiet CPU Trainer of the tests that build one themselves: one epoch, nothing logged, saved,
+# printed or sanity-checked unless a test asks for it (its keyword arguments override these).
+QUIET_TRAINER: dict[str, Any] = {
+    "accelerator": "cpu",
+    "max_epochs": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+}
+
+
+def quiet_trainer(root: Path | str, *callbacks: L.Callback, **options: Any) -> L.Trainer:
+    """``L.Trainer`` with :data:`QUIET_TRAINER`, writing under ``root``, with ``callbacks`` in this order."""
+    return L.Trainer(default_root_dir=root, callbacks=list(callbacks), **(QUIET_TRAINER | options))
+
+
+def use_checksums_of(folder: Path, monkeypatch) -> None:
+    """Make ``folder``'s batch files the official ones: their MD5s replace the official checksums."""
+    for attribute in ("TRAIN_FILES", "TEST_FILES"):
+        names = getattr(cifar10_files, attribute)
+        monkeypatch.setattr(cifar10_files, attribute, {name: calculate_md5(folder / name) for name in names})
 
 
 class RecordSamplerIndices(L.Callback):
@@ -192,7 +266,8 @@ class RecordSamplerIndices(L.Callback):
         Path(self.out_dir, name).write_text(json.dumps(indices))
 
 
-# A small CPU fit: synthetic data, 2 epochs of 2 batches of 16, no validation, every step logged, quiet.
+# A small CPU fit: synthetic data, 2 epochs of 2 batches of 16, no validation and no checkpoint (saving
+# ResNet-18's 45 MB costs seconds a save on a 2-core machine), every step logged, quiet.
 # Tests change it by appending options (jsonargparse: the last value wins), as hydra-template's cfg_train.
 SMALL_FIT: dict[str, str] = {
     "--data.synthetic": "64",
@@ -202,6 +277,7 @@ SMALL_FIT: dict[str, str] = {
     "--trainer.max_epochs": "2",
     "--trainer.limit_train_batches": "2",
     "--trainer.limit_val_batches": "0",
+    "--trainer.enable_checkpointing": "false",
     "--trainer.log_every_n_steps": "1",
     "--trainer.enable_progress_bar": "false",
     "--trainer.enable_model_summary": "false",

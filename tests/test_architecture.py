@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle, no import hidden in a function, callbacks that stand alone."""
+"""The package's shape: no import cycle, imports that point down, no import hidden in a function, callbacks
+that stand alone."""
 
 from __future__ import annotations
 
@@ -78,6 +79,51 @@ def test_the_cycle_finder_finds_a_cycle():
     """The check above has teeth: a cycle through three modules is found."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+VERBS = "cifarbench.commands"
+CALLBACKS = "cifarbench.callbacks"
+ENTRY_POINTS = {"cifarbench.__main__"}  # the dispatcher sits above the verbs
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def wrong_way_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up: a callbacks module importing any of the package but callbacks, or a library
+    module (outside commands/ and __main__) importing a verb."""
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if _within(module, CALLBACKS) and not _within(target, CALLBACKS):
+                wrong.append(f"{module} imports {target}: the callbacks import only each other")
+            elif _within(target, VERBS) and not _within(module, VERBS) and module not in ENTRY_POINTS:
+                wrong.append(f"{module} imports {target}: a library module imports a verb")
+    return wrong
+
+
+def test_imports_point_down():
+    assert wrong_way_imports(import_graph()) == []
+
+
+def test_the_direction_check_finds_imports_that_point_up():
+    """The check above has teeth: made-up modules that import the wrong way are each named."""
+    graph = {
+        "cifarbench.callbacks.timing": {"cifarbench.callbacks.records", "cifarbench.model"},
+        "cifarbench.callbacks": {"cifarbench.callbacks.timing", "cifarbench.errors"},
+        "cifarbench.lab.runs": {"cifarbench.commands.fit", "cifarbench.fitting"},
+        "cifarbench.commands.lab": {"cifarbench.commands.parsing", "cifarbench.fitting"},
+        "cifarbench.__main__": {"cifarbench.commands.fit"},
+        "cifarbench.fitting": {"cifarbench.commands"},
+    }
+    assert wrong_way_imports(graph) == [
+        "cifarbench.callbacks imports cifarbench.errors: the callbacks import only each other",
+        "cifarbench.callbacks.timing imports cifarbench.model: the callbacks import only each other",
+        "cifarbench.fitting imports cifarbench.commands: a library module imports a verb",
+        "cifarbench.lab.runs imports cifarbench.commands.fit: a library module imports a verb",
+    ]
+    assert wrong_way_imports({"cifarbench.commands.lab": {"cifarbench.commands.fit"}}) == []
 
 
 def test_no_cifarbench_import_hides_inside_a_function():

@@ -11,8 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifarbench.__main__ import main
-from cifarbench.commands.fit import CifarbenchCLI
 from cifarbench.data import CIFAR10DataModule
+from cifarbench.fitting import CifarbenchCLI
 from cifarbench.model import ResNet18Classifier
 
 from helpers import fit_args, read_scalars, short_learning_fit

@@ -19,11 +19,19 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two short fits that differ in exactly two options: the batch size and the learning rate."""
+    """Two short fits (3 epochs of one batch) that differ in exactly two options: the batch size and the
+    learning rate."""
     root = tmp_path_factory.mktemp("compare")
-    main(["fit", *fit_args(root, "--trainer.max_epochs", "3", "--timer.print_table", "false")])
-    main(["fit", *fit_args(root, "--trainer.max_epochs", "3", "--timer.print_table", "false",
-                           "--data.batch_size", "8", "--optimizer.lr", "0.05")])  # fmt: skip
+    small = (
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "1",
+        "--timer.print_table",
+        "false",
+    )
+    main(["fit", *fit_args(root, *small)])
+    main(["fit", *fit_args(root, *small, "--data.batch_size", "8", "--optimizer.lr", "0.05")])
     return root / "lightning_logs" / "version_0", root / "lightning_logs" / "version_1"
 
 

@@ -14,12 +14,12 @@ from torch import nn
 
 import cifarbench.callbacks.compile_watch as compile_watch
 from cifarbench.callbacks.compile_watch import CompileWatch, compile_counters
-from cifarbench.commands.fit import CifarbenchCLI
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import ConfigError
+from cifarbench.fitting import CifarbenchCLI
 from cifarbench.model import ResNet18Classifier
 
-from helpers import fit_args, loader
+from helpers import fit_args, loader, quiet_trainer
 
 
 def cli(tmp_path, *extra: str) -> CifarbenchCLI:
@@ -83,8 +83,7 @@ class TinyCompiled(L.LightningModule):
 def fit_watched(tmp_path, module: L.LightningModule) -> tuple[CompileWatch, list[str]]:
     torch._dynamo.reset()
     watch = CompileWatch()
-    trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=3, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[watch])  # fmt: skip
+    trainer = quiet_trainer(tmp_path, watch, max_epochs=3)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         trainer.fit(module, loader(0.0, steps=4))

@@ -11,20 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision.datasets.utils import calculate_md5
 
 from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10DataModule, cifar10_files
 from cifarbench.data.synthetic import make_synthetic
 from cifarbench.errors import ConfigError, DataError
 
-from helpers import IMAGES_PER_FILE, RunsCode, write_batch
-
-
-def use_checksums_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the test files the 'official' ones, so verification can pass on them."""
-    for attribute in ("TRAIN_FILES", "TEST_FILES"):
-        names = getattr(cifar10_files, attribute)
-        monkeypatch.setattr(cifar10_files, attribute, {name: calculate_md5(folder / name) for name in names})
+from helpers import IMAGES_PER_FILE, RunsCode, use_checksums_of, write_batch
 
 
 def test_reads_the_cifar_layout_into_hwc_images(cifar_files):

@@ -25,8 +25,9 @@ from cifarbench.run_logging import claim_version
 
 from helpers import fit_args, loader
 
-# The small fit, smaller still: what these tests prove does not depend on how much a step computes.
-SMALLER = ("--data.batch_size", "4", "--timer.print_table", "false")
+# The small fit, smaller still (what these tests prove does not depend on how much a step computes), and
+# checkpointing, which they are about.
+SMALLER = ("--data.batch_size", "4", "--timer.print_table", "false", "--trainer.enable_checkpointing", "true")
 
 
 def fit_process(root: Path, *args: str) -> subprocess.Popen:
@@ -121,9 +122,9 @@ def test_a_full_disk_warns_for_the_logs_and_stops_at_the_checkpoint_keeping_the_
 
 def test_a_log_dir_on_a_full_disk_is_rejected_before_training(tmp_path, capsys, monkeypatch):
     """check_writable writes and syncs bytes: creating an empty file still works on a full disk."""
-    from cifarbench.commands import fit
+    from cifarbench import fitting
 
-    real_check = fit.check_writable
+    real_check = fitting.check_writable
 
     def on_a_full_disk(*args, **kwargs):
         # No file of this process can grow while the check runs (only then: pytest's own log files must).
@@ -136,7 +137,7 @@ def test_a_log_dir_on_a_full_disk_is_rejected_before_training(tmp_path, capsys, 
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
             signal.signal(signal.SIGXFSZ, handler)
 
-    monkeypatch.setattr(fit, "check_writable", on_a_full_disk)
+    monkeypatch.setattr(fitting, "check_writable", on_a_full_disk)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *fit_args(tmp_path / "logs")])
     assert exit_info.value.code == 2

@@ -21,13 +21,11 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import get_worker_info
-from torchvision.datasets.utils import calculate_md5
 
 from cifarbench.__main__ import main
-from cifarbench.data import cifar10_files
 from cifarbench.data.datasets import ImageArrayDataset
 
-from helpers import RunsCode, SleepyModule, fit_args, loader, read_scalars
+from helpers import RunsCode, SleepyModule, fit_args, loader, quiet_trainer, read_scalars, use_checksums_of
 
 
 def csv_epochs(run: Path) -> list[int]:
@@ -36,7 +34,14 @@ def csv_epochs(run: Path) -> list[int]:
 
 
 def run_cli(root: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *args)]
+    """A small fit in its own process, saving a checkpoint every epoch (to resume from)."""
+    command = [
+        sys.executable,
+        "-m",
+        "cifarbench",
+        "fit",
+        *fit_args(root, "--trainer.enable_checkpointing", "true", *args),
+    ]
     return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -95,8 +100,7 @@ def test_ctrl_c_stops_at_the_end_of_the_current_batch(tmp_path):
 
     handler = signal.getsignal(signal.SIGINT)
     callbacks = [StopOnInterrupt(), CtrlCDuringSecondBatch()]
-    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, callbacks=callbacks)  # fmt: skip
+    trainer = quiet_trainer(tmp_path, *callbacks)
     try:
         with pytest.raises(SystemExit) as exit_info:  # Lightning's Ctrl-C handling exits with status 1
             trainer.fit(CountSteps(), loader(0.0, steps=6))
@@ -171,8 +175,7 @@ def test_worker_failure_keeps_the_finished_epochs(tmp_path):
 
     timer = EpochTimer(print_table=False)
     loader = torch.utils.data.DataLoader(FailFromEpoch(marker), batch_size=4, num_workers=2)
-    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=3, callbacks=[timer, BreakAfterEpoch0()],
-                        logger=False, enable_progress_bar=False, enable_checkpointing=False)  # fmt: skip
+    trainer = quiet_trainer(tmp_path, timer, BreakAfterEpoch0(), max_epochs=3)
     with pytest.raises(RuntimeError, match="DataLoader worker"):
         trainer.fit(SleepyModule(), loader)
     assert [row.epoch for row in timer.history] == [0]
@@ -181,12 +184,6 @@ def test_worker_failure_keeps_the_finished_epochs(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad data
-def use_checksums_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for attribute in ("TRAIN_FILES", "TEST_FILES"):
-        names = getattr(cifar10_files, attribute)
-        monkeypatch.setattr(cifar10_files, attribute, {name: calculate_md5(folder / name) for name in names})
-
-
 def missing(path: Path) -> None:
     path.unlink()
 

@@ -13,8 +13,8 @@ from cifarbench.commands.lab import parse_lab_args
 from cifarbench.errors import ConfigError
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts import c3, c4, c8
-from cifarbench.lab.tables import parse_markdown_table
-from cifarbench.run_folder import RunResult
+from cifarbench.run_folder import Run
+from cifarbench.tables import parse_markdown_table
 
 from helpers import fit_args
 
@@ -57,12 +57,12 @@ def assert_part_outputs(folder: Path, part: str) -> None:
 
 
 # ------------------------------------------------------------------ injected runs (no training, fast)
-def fake_run(name: str, data_loading: list[float], training: float = 1.0) -> RunResult:
+def fake_run(name: str, data_loading: list[float], training: float = 1.0) -> Run:
     epochs = [
         {"epoch": float(i), "data_loading_s": d, "training_s": training, "epoch_s": d + training + 0.01}
         for i, d in enumerate(data_loading)
     ]
-    return RunResult(name=name, log_dir=Path(name), command=f"fit {name}", epochs=epochs)
+    return Run(name=name, folder=Path(name), epochs=epochs, command=f"fit {name}")
 
 
 def test_c3_stops_where_steady_loading_stops_improving_and_reports_epoch_zero_apart(tmp_path, monkeypatch):

@@ -15,16 +15,12 @@ from lightning.pytorch.loggers import Logger
 import cifarbench.callbacks.outputs as outputs
 from cifarbench.callbacks import EpochTimer
 
-from helpers import SleepyModule, loader
+from helpers import SleepyModule, loader, quiet_trainer
 
 
 def fit(tmp_path: Path, timer: EpochTimer, epochs: int = 3, **kwargs) -> L.Trainer:
-    trainer = L.Trainer(
-        default_root_dir=tmp_path, accelerator="cpu", max_epochs=epochs, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer, *kwargs.pop("callbacks", [])],
-        **({"logger": False} | kwargs),
-    )  # fmt: skip
+    callbacks = kwargs.pop("callbacks", [])
+    trainer = quiet_trainer(tmp_path, timer, *callbacks, **({"max_epochs": epochs} | kwargs))
     trainer.fit(SleepyModule(), loader(0.0, steps=2))
     return trainer
 

@@ -14,11 +14,11 @@ from torchvision import transforms
 
 from cifarbench import configs
 from cifarbench.callbacks import EpochTimer
-from cifarbench.commands.fit import CifarbenchCLI, run_fit
 from cifarbench.data import CIFAR10_MEAN, CIFAR10_STD, PIPELINES, CIFAR10DataModule, cifar10_files
 from cifarbench.data.augment import CROP_OFFSETS, crop_flip, normalization_affine, normalize, pad_and_mirror
 from cifarbench.data.datasets import IndexBatch, SeededShuffleSampler
 from cifarbench.errors import ConfigError
+from cifarbench.fitting import CifarbenchCLI, run_fit
 from cifarbench.model import COMPILE_MODES, LAB_SGD, ResNet18Classifier
 
 from helpers import RecordLearningRate, fit_args, learning_fit_args, write_batch

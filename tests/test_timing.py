@@ -17,7 +17,7 @@ from cifarbench.callbacks.clocks import CudaEventClock, HostClock, make_clock
 from cifarbench.data import CIFAR10DataModule, datasets, pipelines
 from cifarbench.model import ResNet18Classifier
 
-from helpers import BATCH, Delay, SleepyModule, assert_within, loader
+from helpers import BATCH, Delay, SleepyModule, Stopwatch, assert_within, loader, quiet_trainer
 
 # Timings against injected delays: one torch thread (conftest.py says why).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,18 +30,8 @@ VAL_DELAY = 0.25  # per validation batch: must not show up anywhere
 
 
 def trainer(tmp_path, timer: EpochTimer, epochs: int = 1, **kwargs) -> L.Trainer:
-    options = dict(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    callbacks = [timer, *kwargs.pop("callbacks", [])]
-    return L.Trainer(callbacks=callbacks, **(options | kwargs))
+    callbacks = kwargs.pop("callbacks", [])
+    return quiet_trainer(tmp_path, timer, *callbacks, **({"max_epochs": epochs} | kwargs))
 
 
 def fit_one(
@@ -62,15 +52,15 @@ def test_data_loading_matches_a_sleeping_dataset(tmp_path):
     train = loader(DATA_DELAY)
     (epoch,) = fit_one(tmp_path, SleepyModule(), train)
     assert epoch.steps == STEPS and epoch.samples == STEPS * BATCH
-    assert_within(epoch.data_loading_s, train.dataset.delay.total)
-    assert epoch.training_s < 0.2 * train.dataset.delay.total  # loading is not mistaken for training
+    assert_within(epoch.data_loading_s, train.fetch.total)
+    assert epoch.training_s < 0.2 * train.fetch.total  # loading is not mistaken for training
 
 
 def test_training_matches_a_sleeping_step(tmp_path):
     module = SleepyModule(step_delay=STEP_DELAY)
     (epoch,) = fit_one(tmp_path, module, loader(0.0))
-    assert_within(epoch.training_s, module.step_delay.total)
-    assert epoch.data_loading_s < 0.2 * module.step_delay.total
+    assert_within(epoch.training_s, module.step_work.total)
+    assert epoch.data_loading_s < 0.2 * module.step_work.total
 
 
 class SlowSaveOnValidationEnd(L.Callback):
@@ -102,11 +92,11 @@ def test_data_plus_training_accounts_for_the_epoch_and_validation_is_excluded(tm
     assert len(history) == 2
     # Sanity check + 2 validation runs of 2 batches each slept, and so did each save after them: none counts.
     assert module.val_delay.total > 6 * VAL_DELAY and save.delay.total > 3 * VAL_DELAY
-    assert_within(sum(e.data_loading_s for e in history), train.dataset.delay.total)
-    assert_within(sum(e.training_s for e in history), module.step_delay.total)
+    assert_within(sum(e.data_loading_s for e in history), train.fetch.total)
+    assert_within(sum(e.training_s for e in history), module.step_work.total)
     for epoch in history:
         assert_within(epoch.data_loading_s + epoch.training_s, epoch.epoch_s)
-    assert_within(sum(e.epoch_s for e in history), train.dataset.delay.total + module.step_delay.total)
+    assert_within(sum(e.epoch_s for e in history), train.fetch.total + module.step_work.total)
 
 
 def test_mid_epoch_validation_is_not_counted_as_data_loading(tmp_path):
@@ -115,15 +105,15 @@ def test_mid_epoch_validation_is_not_counted_as_data_loading(tmp_path):
         tmp_path, module, train, loader(0.0), val_check_interval=STEPS // 2, limit_val_batches=1
     )
     assert module.val_delay.total > 2 * VAL_DELAY  # validated twice inside the epoch
-    assert_within(epoch.data_loading_s, train.dataset.delay.total)
-    assert_within(epoch.epoch_s, train.dataset.delay.total + module.step_delay.total)
+    assert_within(epoch.data_loading_s, train.fetch.total)
+    assert_within(epoch.epoch_s, train.fetch.total + module.step_work.total)
 
 
 def test_host_to_device_copy_is_measured_and_is_part_of_data_loading(tmp_path):
     module, train = SleepyModule(copy_delay=COPY_DELAY), loader(DATA_DELAY)
     (epoch,) = fit_one(tmp_path, module, train)
     assert_within(epoch.transfer_s, module.copy_delay.total)
-    assert_within(epoch.data_loading_s, train.dataset.delay.total + module.copy_delay.total)
+    assert_within(epoch.data_loading_s, train.fetch.total + module.copy_delay.total)
 
 
 def test_csv_gets_one_flushed_row_per_epoch_as_it_ends(tmp_path):
@@ -275,12 +265,13 @@ class TinyImageClassifier(L.LightningModule):
     def __init__(self, step_delay: float) -> None:
         super().__init__()
         self.layer = nn.Linear(3 * 32 * 32, 10)
-        self.step_delay = Delay(step_delay)
+        self.step_delay, self.step_work = Delay(step_delay), Stopwatch()
 
     def training_step(self, batch, batch_idx):
-        self.step_delay()
-        images, labels = batch
-        return nn.functional.cross_entropy(self.layer(images.flatten(1)), labels)
+        with self.step_work:
+            self.step_delay()
+            images, labels = batch
+            return nn.functional.cross_entropy(self.layer(images.flatten(1)), labels)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -328,6 +319,6 @@ def test_augmentation_is_data_loading_in_every_pipeline(tmp_path, monkeypatch, p
     (epoch,) = timer.history
     assert epoch.steps == STEPS and augmentation.delay.total > STEPS * DATA_DELAY * 0.99  # every batch slept
     assert_within(epoch.data_loading_s, augmentation.total)
-    assert_within(epoch.training_s, module.step_delay.total)
+    assert_within(epoch.training_s, module.step_work.total)
     if pipeline == "gpu":  # augmented after the copy, within Strategy.batch_to_device: part of transfer too
         assert_within(epoch.transfer_s, augmentation.total)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 
 from cifarbench.callbacks import EpochTimer
 from cifarbench.callbacks.verdict import GENERIC_ADVICE, verdict
-from cifarbench.commands.fit import ADVICE
+from cifarbench.fitting import ADVICE
 
-from helpers import SleepyModule, SlowCheckpointIO, loader
+from helpers import SleepyModule, SlowCheckpointIO, loader, quiet_trainer
 
 # Timings against injected delays: one torch thread (conftest.py says why).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,12 +33,7 @@ SCENARIOS = {
 def fit_scenario(tmp_path, name: str) -> EpochTimer:
     delays, per_batch, options = SCENARIOS[name]
     timer = EpochTimer(print_table=False)
-    base = dict(
-        default_root_dir=str(tmp_path), accelerator="cpu", max_epochs=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer = L.Trainer(callbacks=[timer], **(base | options))
+    trainer = quiet_trainer(tmp_path, timer, **options)
     val = loader(0.0, steps=2) if "limit_val_batches" in options else None
     trainer.fit(SleepyModule(step_delay=STEP, **delays), loader(per_batch, steps=STEPS), val)
     return timer

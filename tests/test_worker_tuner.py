@@ -20,7 +20,7 @@ from cifarbench.callbacks.worker_tuner import (
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import ConfigError
 
-from helpers import SleepyModule, fit_args, loader
+from helpers import SleepyModule, fit_args, loader, quiet_trainer
 
 
 class RecordingCost:
@@ -108,17 +108,7 @@ class CountingDataModule(L.LightningDataModule):
 
 
 def _fit(tmp_path: Path, tuner: WorkerTuner, datamodule: L.LightningDataModule) -> None:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[tuner],
-    )
+    trainer = quiet_trainer(tmp_path, tuner, max_steps=1, limit_val_batches=0)
     trainer.fit(SleepyModule(), datamodule=datamodule)
 
 
@@ -167,8 +157,7 @@ def test_fit_with_num_workers_auto_tunes_then_trains(tmp_path, caplog):
 def test_auto_without_worker_tuner_says_how_to_add_it(tmp_path):
     """A library user who asks for "auto" without the callback that resolves it is told how to add it."""
     data = CIFAR10DataModule(synthetic=16, batch_size=8, num_workers="auto")
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer = quiet_trainer(tmp_path, max_steps=1)
     with pytest.raises(
         ConfigError, match=r"num_workers='auto'\) needs WorkerTuner.*callbacks=\[WorkerTuner\(\)\]"
     ):

@@ -24,6 +24,7 @@ try:  # the command line is the [cli] extra; `pip install cifarbench` alone is t
     from cifarbench.callbacks.divergence import TrainingDiverged
     from cifarbench.commands import compare, fit, inspect, lab
     from cifarbench.commands.parsing import explain
+    from cifarbench.fitting import run_cli
     from cifarbench.quiet import configure_console
 
     MISSING_EXTRA: str | None = None
@@ -50,7 +51,7 @@ def _verb(argv: list[str]) -> Callable[[list[str]], object]:
     if name in VERBS:
         return VERBS[name].main
     if name in LIGHTNING_VERBS:
-        return fit.run_cli
+        return run_cli
     if name in (None, "-h", "--help"):
         print(usage())
         raise SystemExit(0)
@@ -72,7 +73,7 @@ def main(args: list[str] | None = None) -> None:
     configure_console()
     try:
         verb = _verb(argv)
-        verb(argv if verb is fit.run_cli else argv[1:])
+        verb(argv if verb is run_cli else argv[1:])
     except SIGTERMException:
         # Lightning stops at the next step boundary and exits with status 0; a stopped run should not
         # look like a finished one to a scheduler or a shell script.

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from cifarbench.callbacks import EpochTimer
-from cifarbench.commands.fit import CifarbenchCLI, run_cli
+from cifarbench.fitting import CifarbenchCLI, run_cli
 
 
 class EpochWallClock(L.Callback):

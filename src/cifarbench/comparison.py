@@ -1,25 +1,22 @@
 """Runs side by side: steady-state epochs, where they go, the ratio to a baseline, and what changed.
 
-A run is a folder with a ``timings.csv`` (EpochTimer's), usually a Lightning version folder with its
-``config.yaml`` (LightningCLI's) and ``fit_budget.json``. The first run given is the baseline.
+A run is a folder that :mod:`cifarbench.run_folder` reads (EpochTimer's timings, usually with LightningCLI's
+config and the fit budget). The first run given is the baseline.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cifarbench.callbacks.records import TIMINGS_CSV
 from cifarbench.errors import CifarbenchError
-from cifarbench.lab.plots import stacked_bars
-from cifarbench.lab.tables import write_csv
-from cifarbench.run_folder import read_mapping
+from cifarbench.plots import stacked_bars
+from cifarbench.run_folder import Run, find_run_folders, read_run
+from cifarbench.tables import write_csv
 
-TIMINGS = "timings.csv"
 # What every timings.csv has had since the first version; without these a file is not EpochTimer's.
 REQUIRED = ("epoch", "data_loading_s", "training_s", "epoch_s", "samples")
 # Added later; a CSV from an older version is compared on what it has.
@@ -50,25 +47,6 @@ PLOT_PARTS = {
 }
 
 
-@dataclass
-class Run:
-    """One run folder, read: its epochs (numbers by column), its config and its budget when it has them."""
-
-    name: str
-    folder: Path
-    epochs: list[dict[str, float]]
-    columns: list[str]
-    config: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=dict)
-    text: dict[str, str] = field(default_factory=dict)  # non-numeric columns of the last epoch (the clock)
-
-    def steady(self, column: str) -> float | None:
-        """Mean over the epochs after the first (start-up, compilation); epoch 0 when it is the only one."""
-        rows = self.epochs[1:] or self.epochs
-        values = [row[column] for row in rows if column in row and not math.isnan(row[column])]
-        return sum(values) / len(values) if values else None
-
-
 def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
     """The runs in ``paths`` (each a run folder, or a folder that holds runs), read; and warnings.
 
@@ -81,17 +59,17 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
         path = Path(given)
         if not path.is_dir():
             problems.append(
-                f"{path}: no such folder (give a run folder, with a {TIMINGS}, or one that holds runs)"
+                f"{path}: no such folder (give a run folder, with a {TIMINGS_CSV}, or one that holds runs)"
             )
             continue
-        found = [path] if (path / TIMINGS).is_file() else sorted(p.parent for p in path.rglob(TIMINGS))
+        found = find_run_folders(path)
         if not found:
-            problems.append(f"{path}: no run in it (no {TIMINGS} in the folder or below it)")
+            problems.append(f"{path}: no run in it (no {TIMINGS_CSV} in the folder or below it)")
         folders += [(_run_name(path, folder), folder) for folder in found]
     runs = []
     for name, folder in folders:
         try:
-            runs.append(read_run(name, folder))
+            runs.append(read_run(name, folder, REQUIRED))
         except CifarbenchError as error:
             problems.append(str(error))
     if problems:
@@ -103,40 +81,6 @@ def _run_name(given: Path, folder: Path) -> str:
     if folder == given:
         return str(given)
     return str(given / folder.relative_to(given))
-
-
-def read_run(name: str, folder: Path) -> Run:
-    path = folder / TIMINGS
-    try:
-        with open(path, newline="") as file:
-            reader = csv.DictReader(file)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
-    missing = [column for column in REQUIRED if column not in columns]
-    if missing:
-        raise CifarbenchError(f"{path}: not an EpochTimer timings.csv (no {', '.join(missing)} column)")
-    if not rows:
-        raise CifarbenchError(f"{path}: the run finished no epoch (the file has no rows)")
-    for line, row in enumerate(rows, start=2):
-        bad = [column for column in REQUIRED if not _is_number(row.get(column))]
-        if bad:
-            raise CifarbenchError(
-                f"{path}: line {line} has no number for {', '.join(bad)} (a half-written row?)"
-            )
-    epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
-    text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
-    config, budget = read_mapping(folder / "config.yaml"), read_mapping(folder / "fit_budget.json")
-    return Run(name, folder, epochs, columns, config, budget, text)
-
-
-def _is_number(text: str | None) -> bool:
-    try:
-        float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def warnings_for(runs: Sequence[Run]) -> list[str]:
@@ -155,7 +99,7 @@ def warnings_for(runs: Sequence[Run]) -> list[str]:
         missing = [column for column in OPTIONAL if column not in run.columns]
         if missing:
             notes.append(
-                f"warning: {run.folder / TIMINGS} was written by an older cifarbench (no "
+                f"warning: {run.folder / TIMINGS_CSV} was written by an older cifarbench (no "
                 f"{', '.join(missing)}): those columns are left empty for it"
             )
     return notes

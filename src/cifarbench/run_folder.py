@@ -1,8 +1,15 @@
-"""A finished run's folder, read back: ``timings.csv``, ``config.yaml`` and its TensorBoard scalars."""
+"""A finished run's folder, read back: ``timings.csv``, ``config.yaml``, ``fit_budget.json`` and its
+TensorBoard scalars. The one reader of a run, for the lab and for ``compare``.
+
+A run folder is usually a Lightning version folder: EpochTimer's files (named in
+:mod:`cifarbench.callbacks.records`), LightningCLI's ``config.yaml`` and the TensorBoard event file.
+"""
 
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,31 +17,38 @@ from typing import Any
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV
 from cifarbench.errors import CifarbenchError
 
 # TensorBoard tags of the epoch-level training metrics (ResNet18Classifier logs train/loss and train/acc).
 LOSS_TAG = "train/loss_epoch"
 ACC_TAG = "train/acc_epoch"
+CONFIG_YAML = "config.yaml"  # LightningCLI's name for what it ran
 
 
 @dataclass
-class RunResult:
-    """One finished fit: per-epoch rows (timings.csv joined with loss and accuracy) and its config."""
+class Run:
+    """One run folder, read: its epochs (numbers by column, at least one), its config and budget when it has
+    them, and the command that made it (lab runs)."""
 
     name: str
-    log_dir: Path
-    command: str
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    folder: Path
+    epochs: list[dict[str, float]]
+    columns: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)  # non-numeric columns of the last epoch (the clock)
+    command: str = ""
 
     def column(self, key: str) -> list[float]:
         return [row[key] for row in self.epochs]
 
     def mean(self, key: str, first_epoch: int = 0) -> float:
-        values = self.column(key)[first_epoch:]
+        """The mean of ``key`` over the epochs from ``first_epoch`` on; raises when there is none."""
+        values = [row[key] for row in self.epochs[first_epoch:] if key in row]
         if not values:
             raise CifarbenchError(
-                f"Run {self.name} ({self.log_dir}) has no epoch from {first_epoch} on; raise "
+                f"Run {self.name} ({self.folder}) has no {key} from epoch {first_epoch} on; raise "
                 f"--trainer.max_epochs (and --trainer.limit_train_batches if you set it to 0)"
             )
         return sum(values) / len(values)
@@ -43,23 +57,69 @@ class RunResult:
         """Mean over epochs after the first (worker start-up, compilation), or epoch 0 when it is alone."""
         return self.mean(key, first_epoch=1 if len(self.epochs) > 1 else 0)
 
+    def steady(self, key: str) -> float | None:
+        """:meth:`steady_mean`, or None where the run has no number for ``key`` (an older CSV)."""
+        rows = self.epochs[1:] or self.epochs
+        values = [row[key] for row in rows if key in row and not math.isnan(row[key])]
+        return sum(values) / len(values) if values else None
 
-def read_run(name: str, log_dir: Path, command: str = "") -> RunResult:
-    """Per-epoch rows of a finished run folder: timings.csv columns plus ``loss`` and ``acc``."""
-    timings = log_dir / "timings.csv"
-    if not timings.is_file():
+
+def read_run(
+    name: str, folder: Path, required: Sequence[str], command: str = "", metrics: bool = False
+) -> Run:
+    """The run in ``folder``: its timings, config and budget; with ``metrics``, each epoch's ``loss`` and
+    ``acc`` from TensorBoard too.
+
+    Strict, with one line per problem (CifarbenchError): a timings file that is missing, unreadable, without
+    the ``required`` columns, without a finished epoch, or with a row that has no number for one of them.
+    """
+    path = folder / TIMINGS_CSV
+    if not path.is_file():
         raise CifarbenchError(
-            f"{timings} is missing: the run finished no epoch, or its logger wrote elsewhere. Leave "
-            f"--trainer.logger alone for lab runs and check that --trainer.max_epochs >= 1."
+            f"{path} is missing: the run finished no epoch, or its logger wrote elsewhere (leave "
+            f"--trainer.logger alone and check that --trainer.max_epochs >= 1)"
         )
-    with open(timings, newline="") as file:
-        epochs = [_numbers(row) for row in csv.DictReader(file)]
-    scalars = read_scalars(log_dir)
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    missing = [column for column in required if column not in columns]
+    if missing:
+        raise CifarbenchError(f"{path}: not an EpochTimer {TIMINGS_CSV} (no {', '.join(missing)} column)")
+    if not rows:
+        raise CifarbenchError(
+            f"{path}: the run finished no epoch (the file has no rows); raise --trainer.max_epochs, and "
+            f"--trainer.limit_train_batches if you set it to 0"
+        )
+    for line, row in enumerate(rows, start=2):
+        bad = [column for column in required if not _is_number(row.get(column))]
+        if bad:
+            raise CifarbenchError(
+                f"{path}: line {line} has no number for {', '.join(bad)} (a half-written row?)"
+            )
+    epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
+    text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
+    if metrics:
+        _join_metrics(epochs, read_scalars(folder))
+    config, budget = read_mapping(folder / CONFIG_YAML), read_mapping(folder / BUDGET_JSON)
+    return Run(name, folder, epochs, columns, config, budget, text, command)
+
+
+def find_run_folders(path: Path) -> list[Path]:
+    """``path`` itself when it is a run folder, else the run folders below it (sorted); [] for none."""
+    if (path / TIMINGS_CSV).is_file():
+        return [path]
+    return sorted(found.parent for found in path.rglob(TIMINGS_CSV))
+
+
+def _join_metrics(epochs: list[dict[str, float]], scalars: dict[str, list[tuple[int, float]]]) -> None:
     for tag, key in ((LOSS_TAG, "loss"), (ACC_TAG, "acc")):
         # Epoch metrics are logged once per epoch, in order, at the global step; the position is the epoch.
         for row, (_, value) in zip(epochs, scalars.get(tag, []), strict=False):
             row[key] = value
-    return RunResult(name=name, log_dir=log_dir, command=command, epochs=epochs, config=read_config(log_dir))
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -74,11 +134,6 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def read_config(log_dir: Path) -> dict[str, Any]:
-    """The run's ``config.yaml`` (what LightningCLI ran), or ``{}`` when there is none."""
-    return read_mapping(log_dir / "config.yaml")
-
-
 def read_mapping(path: Path) -> dict[str, Any]:
     """A run's optional ``config.yaml`` or ``fit_budget.json`` (YAML reads JSON too); ``{}`` when absent."""
     if not path.is_file():
@@ -91,11 +146,9 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _numbers(row: dict[str, str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, text in row.items():
-        try:
-            out[key] = float(text)
-        except (TypeError, ValueError):
-            continue  # e.g. the clock's name: not a number to tabulate
-    return out
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -15,8 +15,8 @@ from types import ModuleType
 
 from jsonargparse import ArgumentParser, Namespace
 
-from cifarbench.commands.fit import check_writable
 from cifarbench.commands.parsing import bools_as_flags, new_parser, split_known
+from cifarbench.fitting import check_writable
 from cifarbench.lab.context import LabContext, shell_command
 from cifarbench.lab.options import register_option_types
 from cifarbench.lab.parts import PARTS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifarbench.run_folder import RunResult
+from cifarbench.run_folder import Run
 
 
 @dataclass
@@ -18,7 +18,7 @@ class PartResult:
     folder: Path
     csv_path: Path
     figures: list[Path] = field(default_factory=list)
-    runs: list[RunResult] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
 
     def write_markdown(self, command: str) -> Path:
         """``<folder>/<part>.md``: the section with the command that made it and each run's fit command."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from cifarbench.commands.fit import run_fit
+from cifarbench.comparison import REQUIRED
+from cifarbench.fitting import run_fit
 from cifarbench.lab.context import LabContext, shell_command
-from cifarbench.run_folder import RunResult, read_run
+from cifarbench.run_folder import Run, read_run
 
 
-def fit_once(ctx: LabContext, part: str, run: str, extra: list[str]) -> RunResult:
+def fit_once(ctx: LabContext, part: str, run: str, extra: list[str]) -> Run:
     """Fit once with the part's overrides ``extra`` and return the run's per-epoch results.
 
     The run's folder is emptied first: a repeated part replaces its runs instead of mixing event files.
@@ -24,7 +25,8 @@ def fit_once(ctx: LabContext, part: str, run: str, extra: list[str]) -> RunResul
         flush=True,
     )
     run_fit(args)
-    return read_run(run, log_dir, command=f"python -m cifarbench fit {shell_command(args)}")
+    command = f"python -m cifarbench fit {shell_command(args)}"
+    return read_run(run, log_dir, REQUIRED, command=command, metrics=True)
 
 
 def optimizer_settings(config: dict[str, Any]) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from cifarbench.lab.context import LabContext
-from cifarbench.lab.plots import stacked_bars
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
-from cifarbench.lab.tables import markdown_table, write_csv
+from cifarbench.plots import stacked_bars
+from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c2"
 TITLE = "C2: time per epoch"

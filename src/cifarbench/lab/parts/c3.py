@@ -10,11 +10,11 @@ from jsonargparse.typing import PositiveInt
 from cifarbench.callbacks.worker_tuner import sweep_until_no_improvement
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.options import WorkerCounts
-from cifarbench.lab.plots import line_plot
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
-from cifarbench.lab.tables import markdown_table, write_csv
-from cifarbench.run_folder import RunResult
+from cifarbench.plots import line_plot
+from cifarbench.run_folder import Run
+from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c3"
 TITLE = "C3: num_workers sweep"
@@ -39,7 +39,7 @@ def run(ctx: LabContext, workers: WorkerCounts = DEFAULT_WORKERS, patience: Posi
         patience: c3: counts in a row without improvement before the sweep stops.
     """
     folder = ctx.part_dir(NAME)
-    runs: dict[int, RunResult] = {}
+    runs: dict[int, Run] = {}
 
     def steady_loading(count: int) -> float:
         runs[count] = fit_once(ctx, NAME, f"workers_{count}", worker_overrides(count))

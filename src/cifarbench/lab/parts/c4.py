@@ -6,10 +6,10 @@ from jsonargparse.typing import NonNegativeInt
 
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.c3 import best_workers_from_csv, worker_overrides
-from cifarbench.lab.plots import stacked_bars
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
-from cifarbench.lab.tables import markdown_table, write_csv
+from cifarbench.plots import stacked_bars
+from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c4"
 TITLE = "C4: 1 worker vs best"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from cifarbench.lab.context import LabContext
-from cifarbench.lab.plots import grouped_bars
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
-from cifarbench.lab.tables import markdown_table, write_csv
+from cifarbench.plots import grouped_bars
+from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c5"
 TITLE = "C5: GPU vs CPU"

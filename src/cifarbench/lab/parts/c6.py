@@ -6,7 +6,7 @@ from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.curves import write_curves
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once, optimizer_settings
-from cifarbench.run_folder import RunResult
+from cifarbench.run_folder import Run
 
 NAME = "c6"
 TITLE = "C6: optimizers"
@@ -29,7 +29,7 @@ OPTIMIZERS: dict[str, list[str]] = {
 
 def run(ctx: LabContext) -> PartResult:
     folder = ctx.part_dir(NAME)
-    runs: dict[str, RunResult] = {}
+    runs: dict[str, Run] = {}
     for name, overrides in OPTIMIZERS.items():
         runs[name] = fit_once(ctx, NAME, name.lower().replace(" ", "_"), overrides)
     # Read back from each run's saved config.yaml: the settings the optimizer really got.

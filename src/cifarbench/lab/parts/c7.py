@@ -6,7 +6,7 @@ from cifarbench.lab.context import LabContext
 from cifarbench.lab.parts.curves import write_curves
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once, optimizer_settings
-from cifarbench.run_folder import RunResult
+from cifarbench.run_folder import Run
 
 NAME = "c7"
 TITLE = "C7: no batch norm"
@@ -15,7 +15,7 @@ NORMS = ("none", "batch")
 
 def run(ctx: LabContext) -> PartResult:
     folder = ctx.part_dir(NAME)
-    runs: dict[str, RunResult] = {}
+    runs: dict[str, Run] = {}
     for norm in NORMS:
         runs[f"norm={norm}"] = fit_once(ctx, NAME, f"norm_{norm}", ["--model.norm", norm])
     settings = {name: optimizer_settings(result.config) for name, result in runs.items()}

@@ -6,12 +6,12 @@ import torch
 
 from cifarbench.lab.context import LabContext
 from cifarbench.lab.options import CompileModes
-from cifarbench.lab.plots import grouped_bars
 from cifarbench.lab.result import PartResult
 from cifarbench.lab.runs import fit_once
-from cifarbench.lab.tables import markdown_table, write_csv
 from cifarbench.model import COMPILE_MODES
-from cifarbench.run_folder import RunResult
+from cifarbench.plots import grouped_bars
+from cifarbench.run_folder import Run
+from cifarbench.tables import markdown_table, write_csv
 
 NAME = "c8"
 TITLE = "C8: torch.compile modes"
@@ -34,7 +34,7 @@ def run(ctx: LabContext, modes: CompileModes | None = None) -> PartResult:
     folder = ctx.part_dir(NAME)
     chosen = list(modes) if modes is not None else list(default_modes())
     rows: list[dict[str, object]] = []
-    runs: list[RunResult] = []
+    runs: list[Run] = []
     for mode in ["eager", *chosen]:
         if mode == "eager":
             # Not guarded: if eager fails, the fit options are wrong, and that should stop the part.

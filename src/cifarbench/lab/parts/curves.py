@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cifarbench.lab.plots import line_plot
-from cifarbench.lab.tables import markdown_table, write_csv
-from cifarbench.run_folder import RunResult
+from cifarbench.plots import line_plot
+from cifarbench.run_folder import Run
+from cifarbench.tables import markdown_table, write_csv
 
 COLUMNS = ("run", "settings", "epoch", "training_s", "loss", "acc")
 
 
-def epoch_rows(runs: dict[str, RunResult], settings: dict[str, str]) -> list[dict[str, object]]:
+def epoch_rows(runs: dict[str, Run], settings: dict[str, str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for label, result in runs.items():
         for row in result.epochs:
@@ -29,7 +29,7 @@ def epoch_rows(runs: dict[str, RunResult], settings: dict[str, str]) -> list[dic
 
 
 def write_curves(
-    folder: Path, part: str, runs: dict[str, RunResult], settings: dict[str, str], title: str
+    folder: Path, part: str, runs: dict[str, Run], settings: dict[str, str], title: str
 ) -> tuple[Path, list[Path], str]:
     """CSV, loss and accuracy plots, and the markdown table of every run's epochs."""
     rows = epoch_rows(runs, settings)
