@@ -1,8 +1,9 @@
 """``python -m cifarbench VERB ...`` and the ``cifarbench`` script: dispatch to a verb, and the one place that
 turns errors into messages and exit statuses.
 
-Exit statuses: 0 done; 1 training failed (a DataLoader worker died, or Ctrl-C); 2 bad input (an option, a
-file, a folder: the message names it and the fix); 143 stopped by SIGTERM (finished epochs kept).
+Exit statuses: 0 done; 1 training failed (a DataLoader worker died, the loss diverged, or Ctrl-C); 2 bad
+input (an option, a file, a folder: the message names it and the fix; or a checkpoint that could not be
+saved); 143 stopped by SIGTERM (finished epochs kept).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cifarbench.errors import CifarbenchError
 try:  # the command line is the [cli] extra; `pip install cifarbench` alone is the reusable callbacks
     from jsonargparse import ArgumentError
 
+    from cifarbench.callbacks.divergence import TrainingDiverged
     from cifarbench.commands import compare, fit, inspect, lab, tune
     from cifarbench.commands.parsing import explain
     from cifarbench.fitting import run_cli
@@ -91,6 +93,9 @@ def main(args: list[str] | None = None) -> None:
             f"error: {explain(error, argv)}. See `python -m cifarbench {verb_name} --help` for the options."
         )
         raise SystemExit(2) from None
+    except TrainingDiverged as error:
+        _error(f"error: {error}")
+        raise SystemExit(1) from None
     except Exception as error:
         if not _is_dataloader_worker_failure(error):
             raise
