@@ -5,6 +5,7 @@ Each test backs a row of the README's fault table.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import resource
 import signal
@@ -242,3 +243,6 @@ def test_a_huge_learning_rate_stops_the_fit_in_one_line_before_a_nan_checkpoint(
                             "training diverged; lower --optimizer.lr")  # fmt: skip
     assert "--divergence.keep_going true" in error
     assert not list(tmp_path.glob("**/*.ckpt"))  # no NaN weights saved
+    (budget_file,) = tmp_path.glob("**/fit_budget.json")
+    verdict = json.loads(budget_file.read_text())["verdict"]
+    assert verdict[1]["kind"] == "diverged" and "nan" in verdict[1]["text"]  # first, after the summary

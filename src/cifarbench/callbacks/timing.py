@@ -35,7 +35,7 @@ from cifarbench.callbacks.reporter import Reporter, run_file
 from cifarbench.callbacks.samples import batch_samples, sample_counter
 from cifarbench.callbacks.session import FitSession, costed
 from cifarbench.callbacks.steps import Phase
-from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding
+from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, divergence
 
 
 class EpochTimer(Callback):
@@ -292,7 +292,7 @@ class EpochTimer(Callback):
 
     def _end_fit(self, trainer: L.Trainer, status: str, now: float | None = None) -> None:
         session = self._session
-        ended = session.end(self.advice, now)
+        ended = session.end(self.advice, now, divergence(trainer.callbacks))
         if ended is not None:
             self._budget, self._verdict = ended
             if self._reporter is not None:

@@ -13,7 +13,7 @@ itself (compute, the optimizer, Lightning's per-step work) or where the cost is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -168,3 +168,22 @@ def _summary(budget: Any) -> str:
         f"{name.replace('_', ' ')} {seconds:.2f} s ({seconds / fit_s:.0%})" for name, seconds in largest
     )
     return f"fit {fit_s:.2f} s; largest: {parts}"
+
+
+def divergence(callbacks: Sequence[Any]) -> Finding | None:
+    """A ``diverged`` finding when a callback of the fit saw the training loss stop being finite.
+
+    Any callback with a ``diverged_at_step`` attribute counts (cifarbench's ``StopOnDivergence`` has one):
+    a profile of a run that diverged would mislead, so this finding comes first.
+    """
+    for callback in callbacks:
+        step = getattr(callback, "diverged_at_step", None)
+        if step is not None:
+            value = getattr(callback, "diverged_value", None)
+            return Finding(
+                "diverged",
+                f"diverged: the training loss was {value} at step {step}; the timings after it profile a "
+                f"broken run. Lower the learning rate (or add warm-up or gradient clipping) before tuning "
+                f"speed.",
+            )
+    return None
