@@ -16,6 +16,7 @@ from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifarbench.callbacks.quantities import COLUMN, OPTIONAL_COLUMNS
 from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV
 from cifarbench.errors import CifarbenchError
 from cifarbench.readers import read_json_mapping, read_yaml_mapping
@@ -110,7 +111,7 @@ def read_run(
 
 
 # Columns read as numbers wherever a run is compared (a value that is not a number is refused, not skipped).
-NUMERIC_COLUMNS = ("forward_s", "backward_s", "optimizer_s", "step_other_s", "step_p90_s", "world_size")
+NUMERIC_COLUMNS = (*OPTIONAL_COLUMNS, COLUMN.world_size)
 
 
 def _check_row(path: Path, line: int, row: dict[str, Any], numeric: Sequence[str]) -> None:
