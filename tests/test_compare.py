@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -169,7 +170,7 @@ def make_bad_budget(tmp_path: Path) -> Path:
         (make_unreadable_csv, "cannot be read"),
         (make_foreign_csv, "not an EpochTimer timings.csv"),
         (make_half_written_row, "line 3 has no number for training_s, epoch_s, samples"),
-        (make_bad_budget, "cannot be read"),
+        (make_bad_budget, "not valid JSON (Expecting property name enclosed in double quotes"),
     ],
     ids=[
         "no-runs",
@@ -206,3 +207,104 @@ def test_an_output_that_cannot_be_written_is_one_line(two_runs, tmp_path, capsys
     assert exit_info.value.code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert f"--csv '{tmp_path / 'table.csv'}' cannot be written" in line
+
+
+# ----------------------------------------------------------------------------------- hostile run folders
+def edit_csv(column: str, value: str):
+    def edit(run: Path) -> Path:
+        path = run / "timings.csv"
+        with open(path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        rows[-1][column] = value
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    return edit
+
+
+def edit_budget(field: str, value):
+    def edit(run: Path) -> Path:
+        path = run / "fit_budget.json"
+        budget = json.loads(path.read_text())
+        budget[field] = value
+        path.write_text(json.dumps(budget))
+        return path
+
+    return edit
+
+
+def budget_text(text: str):
+    def edit(run: Path) -> Path:
+        (run / "fit_budget.json").write_text(text)
+        return run / "fit_budget.json"
+
+    return edit
+
+
+def alias_bomb_config(run: Path) -> Path:
+    """~600 bytes of nested aliases: 10**8 values once expanded (compare hung past 300 s at 6 GB)."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]"
+        for prev, name in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    (run / "config.yaml").write_text("\n".join(lines) + "\n")
+    return run / "config.yaml"
+
+
+def huge_budget(run: Path) -> Path:
+    """50 MB of valid JSON (pure-Python YAML took 92 s to read it)."""
+    (run / "fit_budget.json").write_text('{"fit_s": 1.0, "pad": "' + "x" * 50_000_000 + '"}')
+    return run / "fit_budget.json"
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (alias_bomb_config, "its aliases expand to more than 100,000 values"),
+        (edit_csv("world_size", "nan"), "line 4: world_size is nan, not a finite number >= 0"),
+        (edit_csv("world_size", "inf"), "line 4: world_size is inf, not a finite number >= 0"),
+        (edit_csv("world_size", "1.5"), "line 4: world_size is 1.5, not a whole number >= 1"),
+        (edit_csv("epoch_s", "nan"), "line 4: epoch_s is nan, not a finite number >= 0"),
+        (edit_csv("training_s", "-2.5"), "line 4: training_s is -2.5, not a finite number >= 0"),
+        (edit_csv("forward_s", "fast"), "line 4: forward_s is 'fast', not a number"),
+        (edit_budget("fit_s", "12 s"), "fit_s is a str ('12 s'), not a finite number of seconds >= 0"),
+        (edit_budget("fit_s", float("inf")), "fit_s is a float (inf), not a finite number of seconds >= 0"),
+        (edit_budget("machine", ["vm", "cpu"]), "machine is a list, not a mapping (host, device)"),
+        (edit_budget("machine", {"host": 7}), "machine.host is a int (7), not a string"),
+        (budget_text("[" * 100_000 + "]" * 100_000), "nested too deep to be EpochTimer's fit budget"),
+        (budget_text('["a list"]'), "must be EpochTimer's fit budget (a JSON object), not a list"),
+        (huge_budget, "47.7 MiB is too large to read (more than 16 MiB"),
+    ],
+    ids=["alias-bomb", "world-size-nan", "world-size-inf", "world-size-fraction", "epoch-nan",
+         "negative-time", "text-time", "fit-s-text", "fit-s-inf", "machine-list", "host-number",
+         "budget-deep", "budget-list", "budget-50MB"],
+)  # fmt: skip
+def test_a_hostile_run_folder_is_one_line_naming_the_file_and_field_in_bounded_time(
+    two_runs, tmp_path, capsys, damage, expected
+):
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[1], run)
+    bad = damage(run)
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", str(two_runs[0]), str(run)])
+    assert time.monotonic() - start < 5
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"cifarbench: error: {bad}: {expected}"), line
+
+
+def test_a_large_budget_under_the_limit_is_read_as_json_in_seconds(two_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[1], run)
+    budget = json.loads((run / "fit_budget.json").read_text())
+    (run / "fit_budget.json").write_text(json.dumps({**budget, "pad": ["x" * 100] * 120_000}))  # 12 MB
+    start = time.monotonic()
+    main(["compare", str(two_runs[0]), str(run)])
+    assert time.monotonic() - start < 5
+    assert f"B: {run}" in capsys.readouterr().out

@@ -1,4 +1,12 @@
+import io
 import pickle
+import re
+import shutil
+import struct
+import tarfile
+import time
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +218,141 @@ def test_pickle_that_allocates_or_holds_objects_is_refused(tmp_path, payload, re
     assert path.stat().st_size < 200
     with pytest.raises(DataError, match=f"Refused to read .*data_batch_1.*{reason}"):
         cifar10_files.read_batch_file(path)
+
+
+# ------------------------------------------------------------- files that would allocate beyond their size
+# Hand-assembled pickles: each is small, and reading it with an unbounded unpickler (or np.asarray on its
+# labels) would build far more than the file holds, from repeated references.
+def _text(value: str) -> bytes:  # BINUNICODE
+    encoded = value.encode()
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+def chained_codecs() -> bytes:
+    """_codecs.encode(... _codecs.encode(_codecs.encode("abcd", "latin1"), "hex") ..., "hex"): 4 x 2**28
+    bytes (1 GiB) from 381 bytes; each codec call doubles what the previous one built."""
+    call = b"h\x01" + _text("abcd") + _text("latin1") + b"\x86R"
+    for _ in range(28):
+        call = b"h\x01" + call + _text("hex") + b"\x86R"
+    return b"\x80\x02c_codecs\nencode\nq\x01" + call + b"."
+
+
+def array_copies(copies: int = 1000, nbytes: int = 40_000) -> bytes:
+    """A list of ``copies`` arrays, each filled from one memoized latin1 string of ``nbytes`` characters,
+    which numpy encodes into an array of its own: 40 MB from 68 KB."""
+    head = b"\x80\x02](cnumpy._core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02"
+    head += b"cnumpy\ndtype\nq\x03" + _text("u1") + b"\x89\x88\x87Rq\x04"
+    head += _text("\x00" * nbytes) + b"q\x05"
+    one = b"h\x01h\x02K\x00\x85C\x01b\x87R(K\x01J" + struct.pack("<i", nbytes) + b"\x85h\x04\x89h\x05tb"
+    return head + one * copies + b"e."
+
+
+def _batch_with_labels(labels_ops: bytes) -> bytes:
+    """A dict with one valid image and 'labels' built by ``labels_ops`` (which leave one object)."""
+    image = pickle.dumps(np.zeros((1, 3072), np.uint8), protocol=2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x02}(" + _text("data") + image + _text("labels") + labels_ops + b"u."
+
+
+def labels_repeating_a_long_list() -> bytes:
+    """labels = [L, L, ..., L] (2,000 references to one list L of 10,000 ints): np.asarray made 160 MB."""
+    long_list = b"](" + b"K\x00" * 10_000 + b"e" + b"r\xff\x00\x00\x00"  # LONG_BINPUT 255
+    return _batch_with_labels(long_list + b"0](" + b"j\xff\x00\x00\x00" * 2_000 + b"e")
+
+
+def labels_nested_deep() -> bytes:
+    """labels = [[[...[0]...]]], 100,000 deep."""
+    return _batch_with_labels(b"]" * 100_000 + b"K\x00a" + b"a" * 99_999)
+
+
+def labels_ragged() -> bytes:
+    return _batch_with_labels(b"](]K\x00a](K\x00K\x01ee")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (chained_codecs, "calls _codecs.encode other than to turn text into bytes with latin1"),
+        (array_copies, "builds more than 3x its own size"),
+        (labels_repeating_a_long_list, "'labels' is not a flat list of ints"),
+        (labels_nested_deep, "'labels' is not a flat list of ints"),
+        (labels_ragged, "'labels' is not a flat list of ints"),
+    ],
+)
+def test_a_small_file_cannot_make_the_reader_build_more_than_a_few_times_its_size(tmp_path, payload, reason):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(payload())
+    size = path.stat().st_size
+    assert size < 250_000
+    tracemalloc.start()  # numpy reports its array buffers to tracemalloc too
+    start = time.perf_counter()
+    try:
+        with pytest.raises(DataError, match=re.escape(reason)) as error:
+            cifar10_files.read_batch_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 2.0
+    # A pickle's own objects cost up to ~100 bytes per byte of the file (one byte makes an empty list: 56
+    # bytes of Python, plus the unpickler's stack); before, these files built 600x to 3,000,000x their size.
+    assert peak < 100 * size + (2 << 20), f"{peak:,} bytes traced for a {size:,}-byte file"
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_budget_leaves_room_for_official_files_written_by_python_3(tmp_path):
+    """A Python 3 pickle holds the bytes twice (as text, then as the array): the largest honest case."""
+    images = np.random.default_rng(0).integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8)
+    write_batch(tmp_path / "b", images, np.arange(2000) % 10)
+    read, labels = cifar10_files.read_batch_file(tmp_path / "b")
+    np.testing.assert_array_equal(read, images)
+    assert type(read) is np.ndarray and labels.dtype == np.int64
+
+
+def test_a_batch_with_no_images_is_refused(tmp_path):
+    empty = {"data": np.zeros((0, 3072), np.uint8), "labels": [], "batch_label": "", "filenames": []}
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps(empty, protocol=4))
+    with pytest.raises(DataError, match=r"data_batch_1 is not a CIFAR-10 batch: it holds 0 images"):
+        cifar10_files.read_batch_file(tmp_path / "data_batch_1")
+
+
+# ------------------------------------------------------------------------------------- extracting the archive
+def official_like_archive(path: Path, source: Path) -> None:
+    """A tar.gz laid out as the official one (the batch files of ``source``), plus members that must never be
+    extracted: a path out of the folder, an absolute path, a link, and a member cifarbench does not need."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES]:
+            tar.add(source / name, arcname=f"{cifar10_files.BASE_FOLDER}/{name}")
+        for hostile in ("../escaped", "/tmp/cifarbench-absolute", f"{cifar10_files.BASE_FOLDER}/readme.html"):
+            info = tarfile.TarInfo(hostile)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        link = tarfile.TarInfo(f"{cifar10_files.BASE_FOLDER}/batches.meta")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+
+
+def test_download_extracts_only_the_missing_batch_files_and_never_over_the_users(
+    cifar_files, tmp_path, monkeypatch
+):
+    official = tmp_path / "official"
+    official.mkdir()
+    for name in [*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES]:
+        write_batch(official / name, np.full((2, 32, 32, 3), 9, np.uint8), np.array([9, 9]))
+    archive = tmp_path / "archive.tar.gz"
+    official_like_archive(archive, official)
+    fetched = []
+
+    def fake_download_url(url, root, filename, md5):  # the network is the only thing not real here
+        fetched.append(url)
+        shutil.copy(archive, Path(root) / filename)
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download_url)
+    users_own = (cifar_files.folder / "data_batch_1").read_bytes()
+    (cifar_files.folder / "test_batch").unlink()
+    data = CIFAR10DataModule(data_dir=str(cifar_files.data_dir), download=True, verify_integrity=False)
+    data.prepare_data()
+    assert fetched == [cifar10_files.URL]
+    assert (cifar_files.folder / "data_batch_1").read_bytes() == users_own  # not overwritten
+    assert (cifar_files.folder / "test_batch").read_bytes() == (official / "test_batch").read_bytes()
+    leftovers = sorted(path.name for path in cifar_files.folder.iterdir())
+    assert leftovers == sorted([*cifar10_files.TRAIN_FILES, *cifar10_files.TEST_FILES])  # no link, no staging
+    assert not (cifar_files.data_dir / "escaped").exists() and not Path("/tmp/cifarbench-absolute").exists()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import lightning as L
@@ -200,6 +202,16 @@ def wrong_shape(path: Path) -> None:
     path.write_bytes(pickle.dumps({"data": np.zeros((6, 1000), np.uint8), "labels": [0] * 6}, protocol=2))
 
 
+def ragged_labels(path: Path) -> None:
+    path.write_bytes(
+        pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [[0], [1, 2]]}, protocol=2)
+    )
+
+
+def no_images(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}, protocol=4))
+
+
 def runs_code(path: Path) -> None:
     # The test runs in tmp_path (chdir), whose "code-ran" file would prove that the pickle ran code.
     path.write_bytes(pickle.dumps({"data": RunsCode(Path("code-ran")), "labels": [0]}, protocol=2))
@@ -212,6 +224,8 @@ def runs_code(path: Path) -> None:
         (truncated, "false", "truncated"),
         (flipped_byte, "true", "does not match the official CIFAR-10 checksum"),
         (wrong_shape, "false", "(6, 1000)"),
+        (ragged_labels, "false", "'labels' is not a flat list of ints"),
+        (no_images, "false", "it holds 0 images"),
         (runs_code, "false", "Refused to read"),
         (runs_code, "true", "does not match the official CIFAR-10 checksum"),
     ],
@@ -236,6 +250,7 @@ def test_bad_data_files_stop_the_cli_with_the_file_and_the_fix(
     assert str(damaged) in error and expected in error and "Traceback" not in error
     assert "--data." in error  # names the option that fixes it
     assert not (tmp_path / "code-ran").exists()
+    assert not list(tmp_path.glob("**/timings.csv")) and not list(tmp_path.glob("**/fit_budget.json"))
 
 
 # ------------------------------------------------------------------------------------------- bad options
@@ -244,7 +259,14 @@ def test_bad_data_files_stop_the_cli_with_the_file_and_the_fix(
     [
         (["--optimizer", "NoSuchOptimizer"], "NoSuchOptimizer"),
         (["--trainer.accelerator", "gpu"], "gpu"),
+        (["--data.num_workers", "100000"], "CIFAR10DataModule(num_workers=100000) is more than "),
+        (
+            ["--model.num_classes", "5"],
+            "--model.num_classes 5 is too few for the train split, whose labels go up "
+            "to 9: use --model.num_classes 10 or more",
+        ),
     ],
+    ids=["no-such-optimizer", "gpu", "workers-beyond-cpus", "classes-below-labels"],
 )
 def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expected):
     if "gpu" in extra and torch.cuda.is_available():
@@ -254,6 +276,57 @@ def test_bad_options_are_rejected_before_training(tmp_path, capsys, extra, expec
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not list(tmp_path.glob("**/timings.csv"))
+
+
+# Nine aliases of nine aliases, seven deep: 292 bytes that stand for 9**7 (4.8 million) values; the parser
+# took 44 s to walk them and reject the file.
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('"just a string"\n', "must be a mapping of options (trainer:, model:, data:, ...), not a string"),
+        ("- a\n- b\n", "must be a mapping of options (trainer:, model:, data:, ...), not a list"),
+        ("data: {batch_size: [\n", "not valid YAML (line 2, column 1: expected the node content, but found"),
+        (YAML_BOMB, "its aliases expand to more than 100,000 values"),
+    ],
+    ids=["string", "list", "broken", "alias-bomb"],
+)
+def test_a_config_file_that_holds_no_options_is_one_line_naming_it(tmp_path, capsys, content, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text(content)
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *fit_args(tmp_path, config=config)])
+    assert time.monotonic() - start < 5
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"cifarbench: error: {config}: {expected}") and error.count("\n") == 1, error
+    assert sorted(tmp_path.iterdir()) == [config]  # nothing written
+
+
+def test_synthetic_data_beyond_memory_is_refused_before_allocating_it(tmp_path, capsys):
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc; the first used to be 74.5 GiB of labels
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *fit_args(tmp_path, "--data.synthetic", "10000000000")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"cifarbench: error: --data\.synthetic 10000000000 needs 34,600\.5 GiB of memory for its images "
+        r"\(train and test splits, 3096 bytes each\) but [\d,.]+ GiB is available: ask for fewer images "
+        r"\(CIFAR-10 has 50000\)",
+        error,
+    ), error
+    assert peak < 200 << 20
+    assert not list(tmp_path.glob("**/*.*"))  # nothing written: refused when the options are read
 
 
 def test_unwritable_log_dir_is_rejected_before_training(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """``python -m cifarbench VERB ...`` and the ``cifarbench`` script: dispatch to a verb, and the one place that
 turns errors into messages and exit statuses.
 
-Exit statuses: 0 done; 1 training failed (a DataLoader worker died, or Ctrl-C); 2 bad input (an option, a
-file, a folder: the message names it and the fix); 143 stopped by SIGTERM (finished epochs kept).
+Exit statuses: 0 done; 1 training failed (a DataLoader worker died, the loss diverged, or Ctrl-C); 2 bad
+input (an option, a file, a folder: the message names it and the fix; or a checkpoint that could not be
+saved); 143 stopped by SIGTERM (finished epochs kept).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from cifarbench.errors import CifarbenchError
 try:  # the command line is the [cli] extra; `pip install cifarbench` alone is the reusable callbacks
     from jsonargparse import ArgumentError
 
-    from cifarbench.commands import compare, fit, inspect, lab
+    from cifarbench.callbacks.divergence import TrainingDiverged
+    from cifarbench.commands import compare, fit, inspect, lab, tune
     from cifarbench.commands.parsing import explain
     from cifarbench.fitting import run_cli
     from cifarbench.quiet import configure_console
@@ -31,7 +33,9 @@ except ModuleNotFoundError as missing:
 
 # Verb -> the module that runs it; each has SUMMARY and main(argv), which raises instead of exiting.
 VERBS: dict[str, ModuleType] = (
-    {"fit": fit, "lab": lab, "inspect": inspect, "compare": compare} if MISSING_EXTRA is None else {}
+    {"fit": fit, "tune": tune, "lab": lab, "inspect": inspect, "compare": compare}
+    if MISSING_EXTRA is None
+    else {}
 )
 # LightningCLI's other subcommands share fit's parser and defaults.
 LIGHTNING_VERBS = ("validate", "test", "predict")
@@ -89,6 +93,9 @@ def main(args: list[str] | None = None) -> None:
             f"error: {explain(error, argv)}. See `python -m cifarbench {verb_name} --help` for the options."
         )
         raise SystemExit(2) from None
+    except TrainingDiverged as error:
+        _error(f"error: {error}")
+        raise SystemExit(1) from None
     except Exception as error:
         if not _is_dataloader_worker_failure(error):
             raise

@@ -122,7 +122,7 @@ def table_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 def config_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     """The options whose values differ between the runs' config.yaml, as ``(--option, [value per run])``."""
-    flat = [_flatten(run.config) for run in runs if run.config]
+    flat = [flatten_config(run.config) for run in runs if run.config]
     if len(flat) < 2 or len(flat) < len(runs):
         return []
     keys = sorted(set().union(*flat), key=lambda key: (key.split(".")[0], key))
@@ -134,15 +134,15 @@ def config_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     return differing
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"data": {"batch_size": 16}}`` -> ``{"data.batch_size": 16}``, as the fit options name them
     (``init_args`` levels left out: ``--optimizer.lr``)."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "init_args" and isinstance(value, Mapping):
-            flat |= _flatten(value, prefix)
+            flat |= flatten_config(value, prefix)
         elif isinstance(value, Mapping) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten_config(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat

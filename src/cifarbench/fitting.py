@@ -22,11 +22,14 @@ from torch.optim import Optimizer
 from cifarbench import configs
 from cifarbench.callbacks import EpochTimer, OpWindow, WorkerTuner
 from cifarbench.callbacks.compile_watch import CompileWatch
+from cifarbench.callbacks.divergence import StopOnDivergence
 from cifarbench.callbacks.interrupt import StopOnInterrupt
+from cifarbench.checkpointing import check_loadable, newest_loadable
 from cifarbench.data import CIFAR10DataModule
 from cifarbench.errors import ConfigError
 from cifarbench.model import CUDA_GRAPH_MODES, LAB_SGD, ResNet18Classifier
 from cifarbench.quiet import notice
+from cifarbench.run_logging import make_outputs_durable, quiet_writer_threads
 
 LAB_MAX_EPOCHS = 5
 # LightningCLI's `seed_everything: true` draws a seed and warns "No seed found"; the lab's runs are seeded.
@@ -92,6 +95,12 @@ class CliEpochTimer(EpochTimer):
         return EpochTimer.__qualname__  # checkpoints stay EpochTimer's, whichever class wrote them
 
 
+DIVERGENCE_ADVICE = (
+    "lower --optimizer.lr (the lab's SGD uses 0.1), or warm it up (--lr_scheduler LinearLR); the checkpoints "
+    "before it are kept. To train on anyway: --divergence.keep_going true"
+)
+
+
 class CifarbenchCLI(LightningCLI):
     """LightningCLI whose defaults are the lab's recipe, with EpochTimer always attached (``--timer.*``)."""
 
@@ -104,6 +113,7 @@ class CifarbenchCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(CliEpochTimer, "timer")
+        parser.add_lightning_class_args(StopOnDivergence, "divergence")
         # Registering the optimizer group here (instead of LightningCLI's automatic one) lets it have a
         # default: the lab's SGD, replaced by e.g. `--optimizer Adam --optimizer.lr 0.001`.
         parser.add_optimizer_args((Optimizer,))
@@ -115,6 +125,15 @@ class CifarbenchCLI(LightningCLI):
             }
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the hyperparameters of a --ckpt_path file while parsing; one cut short would fail
+        # there with torch's "PytorchStreamReader failed reading zip archive".
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_loadable(ckpt_path)
+        super()._parse_ckpt_path()
+
     def instantiate_classes(self) -> None:
         # Constructors validate their arguments with ValueError (EpochTimer(log_every_n_steps=0) must be >= 1,
         # ...). Here, before anything runs, such an error is about an option the user gave.
@@ -125,6 +144,7 @@ class CifarbenchCLI(LightningCLI):
 
     def before_fit(self) -> None:
         check_writable(self.trainer.default_root_dir, option="--trainer.default_root_dir")
+        make_outputs_durable(self.trainer)
         self.trainer.callbacks.append(StopOnInterrupt())
         if self._wants_worker_tuner():
             self.trainer.callbacks.append(WorkerTuner())
@@ -133,6 +153,9 @@ class CifarbenchCLI(LightningCLI):
             window = getattr(timer, "ops_window", None)
             if window is not None and window not in self.trainer.callbacks:
                 self.trainer.callbacks.append(window)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, StopOnDivergence):
+                callback.advice = DIVERGENCE_ADVICE
         self._prepare_compile()
 
     def _prepare_compile(self) -> None:
@@ -168,10 +191,10 @@ class CifarbenchCLI(LightningCLI):
         # newest checkpoint of the runs before it.
         if kwargs.get("ckpt_path") == "last":
             root = _runs_root(self.trainer)
-            kwargs["ckpt_path"] = str(_newest_checkpoint(root))
+            kwargs["ckpt_path"] = str(newest_loadable(root))
             # Said aloud: the newest checkpoint under the root may belong to a run with another config.
             notice(
-                f"--ckpt_path last: resuming from {kwargs['ckpt_path']}, the newest under {root}",
+                f"--ckpt_path last: resuming from {kwargs['ckpt_path']}, the newest that loads under {root}",
                 logging.INFO,
             )
         with warnings.catch_warnings():
@@ -186,7 +209,8 @@ class CifarbenchCLI(LightningCLI):
                 )
             for timer in self._timers():
                 timer.mark_fit_start()  # the budget then holds the DataModule's setup and the logger's start
-            self.trainer.fit(model, **kwargs)
+            with quiet_writer_threads():
+                self.trainer.fit(model, **kwargs)
 
 
 def run_cli(args: list[str], cli_class: type[CifarbenchCLI] | None = None) -> CifarbenchCLI:
@@ -200,10 +224,12 @@ def run_cli(args: list[str], cli_class: type[CifarbenchCLI] | None = None) -> Ci
         warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
         # Arguments are always passed in (from sys.argv by __main__, or by the lab, benchmarks and tests).
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
+        expanded = configs.expand_names(list(args))
+        configs.check_files(expanded)
         return (cli_class or CifarbenchCLI)(
             ResNet18Classifier,
             CIFAR10DataModule,
-            args=configs.expand_names(list(args)),
+            args=expanded,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )
@@ -214,12 +240,20 @@ def run_fit(args: list[str]) -> L.Trainer:
     return run_cli(["fit", *args]).trainer
 
 
+# Enough to need a data block on any file system.
+_WRITABLE_PROBE_BYTES = 64 * 1024
+
+
 def check_writable(folder: str | os.PathLike[str], option: str) -> None:
-    """Make ``folder`` if needed and prove it writable, or raise a ConfigError that names ``option``."""
+    """Make ``folder`` if needed and prove it writable, or raise a ConfigError that names ``option``.
+
+    Bytes are written and synced: a disk that is already full fails here, not in the fit."""
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * _WRITABLE_PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as error:
         raise ConfigError(
             f"Cannot write to {os.path.abspath(folder)} ({error.strerror or error}). "
@@ -232,13 +266,3 @@ def _runs_root(trainer: L.Trainer) -> Path:
     logger = trainer.logger
     root = getattr(logger, "root_dir", None) if logger is not None else None
     return Path(root or trainer.default_root_dir)
-
-
-def _newest_checkpoint(root: Path) -> Path:
-    checkpoints = sorted(root.glob("**/checkpoints/*.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not checkpoints:
-        raise ConfigError(
-            f"--ckpt_path last: there is no checkpoint under {root} to resume from. Run fit without "
-            f"--ckpt_path to start afresh, or pass a checkpoint file (--ckpt_path path/to/file.ckpt)."
-        )
-    return checkpoints[-1]

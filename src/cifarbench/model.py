@@ -86,6 +86,7 @@ class ResNet18Classifier(L.LightningModule):
         # hyperparameters, so a checkpoint loads into an eager, default-layout model unless asked otherwise.
         # (LightningCLI's config.yaml in the run's log dir still records them.)
         self.save_hyperparameters(ignore=["channels_last", "compile"])
+        self.num_classes = num_classes  # the DataModule checks its labels against it
         self.channels_last = channels_last
         self.compile_mode = compile
         self.net = resnet18(norm=norm, num_classes=num_classes)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifarbench.callbacks.quantities import COLUMN, OPTIONAL_COLUMNS
 from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV
 from cifarbench.errors import CifarbenchError
+from cifarbench.readers import read_json_mapping, read_yaml_mapping
 
 # TensorBoard tags of the epoch-level training metrics (ResNet18Classifier logs train/loss and train/acc).
 LOSS_TAG = "train/loss_epoch"
@@ -100,12 +101,36 @@ def read_run(
             raise CifarbenchError(
                 f"{path}: line {line} has no number for {', '.join(bad)} (a half-written row?)"
             )
+        _check_row(path, line, row, numeric=(*required, *NUMERIC_COLUMNS))
     epochs = [{key: float(row[key]) for key in columns if _is_number(row.get(key))} for row in rows]
     text = {key: value for key, value in rows[-1].items() if key and not _is_number(value) and value}
     if metrics:
         _join_metrics(epochs, read_scalars(folder))
-    config, budget = read_mapping(folder / CONFIG_YAML), read_mapping(folder / BUDGET_JSON)
+    config, budget = read_config(folder / CONFIG_YAML), read_budget(folder / BUDGET_JSON)
     return Run(name, folder, epochs, columns, config, budget, text, command)
+
+
+# Columns read as numbers wherever a run is compared (a value that is not a number is refused, not skipped).
+NUMERIC_COLUMNS = (*OPTIONAL_COLUMNS, COLUMN.world_size)
+
+
+def _check_row(path: Path, line: int, row: dict[str, Any], numeric: Sequence[str]) -> None:
+    """Every number in an EpochTimer row is finite and >= 0 (seconds, counts, bytes, MFU); the world size
+    is a whole number >= 1; the columns in ``numeric`` hold numbers where they hold anything."""
+    for column, text in row.items():
+        if column is None or text in (None, ""):
+            continue
+        if not _is_number(text):
+            if column in numeric:
+                raise CifarbenchError(f"{path}: line {line}: {column} is {text[:40]!r}, not a number")
+            continue
+        value = float(text)
+        if not math.isfinite(value) or value < 0:
+            raise CifarbenchError(
+                f"{path}: line {line}: {column} is {text}, not a finite number >= 0 (a corrupt or edited row)"
+            )
+        if column == "world_size" and (value < 1 or value != int(value)):
+            raise CifarbenchError(f"{path}: line {line}: world_size is {text}, not a whole number >= 1")
 
 
 def find_run_folders(path: Path) -> list[Path]:
@@ -134,16 +159,63 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def read_mapping(path: Path) -> dict[str, Any]:
-    """A run's optional ``config.yaml`` or ``fit_budget.json`` (YAML reads JSON too); ``{}`` when absent."""
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's optional ``config.yaml`` (LightningCLI's), read in bounded time and memory; ``{}`` when absent.
+
+    The fields read from it are checked: ``optimizer`` (and its ``init_args``) must be mappings.
+    """
     if not path.is_file():
         return {}
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())  # YAML's messages span lines; one line per problem here
-        raise CifarbenchError(f"{path}: cannot be read ({type(error).__name__}: {reason})") from None
-    return loaded if isinstance(loaded, dict) else {}
+    config = read_yaml_mapping(path, what="LightningCLI's config (a mapping of options)")
+    optimizer = config.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, dict):
+        raise CifarbenchError(
+            f"{path}: optimizer is {_kind(optimizer)}, not a mapping (class_path, init_args)"
+        )
+    if isinstance(optimizer, dict) and not isinstance(optimizer.get("init_args") or {}, dict):
+        raise CifarbenchError(
+            f"{path}: optimizer.init_args is {_kind(optimizer['init_args'])}, not a mapping"
+        )
+    return config
+
+
+def read_budget(path: Path) -> dict[str, Any]:
+    """A run's optional ``fit_budget.json`` (EpochTimer's), read as JSON; ``{}`` when absent.
+
+    The fields read from it are checked: ``fit_s`` a finite number >= 0, ``machine`` a mapping of strings.
+    """
+    if not path.is_file():
+        return {}
+    budget = read_json_mapping(path, what="EpochTimer's fit budget (a JSON object)")
+    fit_s = budget.get("fit_s")
+    if fit_s is not None and not _is_seconds(fit_s):
+        raise CifarbenchError(f"{path}: fit_s is {_shown(fit_s)}, not a finite number of seconds >= 0")
+    machine = budget.get("machine")
+    if machine is not None:
+        if not isinstance(machine, dict):
+            raise CifarbenchError(f"{path}: machine is {_kind(machine)}, not a mapping (host, device)")
+        for key in ("host", "device"):
+            if machine.get(key) is not None and not isinstance(machine[key], str):
+                raise CifarbenchError(f"{path}: machine.{key} is {_shown(machine[key])}, not a string")
+    return budget
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _kind(value: Any) -> str:
+    return f"a {type(value).__name__}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{_kind(value)} ({text[:40]}{'...' if len(text) > 40 else ''})"
 
 
 def _is_number(text: str | None) -> bool:

@@ -112,6 +112,7 @@ class FitAccount:
         self._open: dict[Quantity, float] = {}
         self.steps = Totals()
         self.window = Totals()  # the steps profiled by OpWindow, kept out of `steps`
+        self.epochs = 0  # training epochs that ran (finished, or cut short)
         self.first_step: Any = None
 
     @property
@@ -157,6 +158,7 @@ class FitAccount:
         self.steps.merge(totals)
         if window is not None:
             self.window.merge(window)
+        self.epochs += 1
 
     def budget(self, now: float) -> Budget | None:
         """Every second from :meth:`begin` to ``now``, by bucket; ``other`` is the rest."""

@@ -6,6 +6,7 @@ one warning naming the file and the error, never the training run, and the numbe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -106,11 +107,16 @@ def write_budget_json(
         "machine": dict(machine),  # so that runs from different machines are not compared unawares
     }
     temporary = f"{path}.partial"
-    with open(temporary, "w") as file:
-        json.dump(document, file, indent=2)
-        file.write("\n")
-        _flush(file)
-    os.replace(temporary, path)  # whole or not at all, even if the process dies while writing
+    try:
+        with open(temporary, "w") as file:
+            json.dump(document, file, indent=2)
+            file.write("\n")
+            _flush(file)
+        os.replace(temporary, path)  # whole or not at all, even if the process dies while writing
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk: leave no half-written file behind
+            os.remove(temporary)
+        raise
 
 
 def machine_description(device: torch.device) -> dict[str, str]:

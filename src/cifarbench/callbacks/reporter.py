@@ -26,6 +26,7 @@ from cifarbench.callbacks.outputs import (
     step_metrics,
     write_budget_json,
 )
+from cifarbench.callbacks.progress import EpochProgress
 from cifarbench.callbacks.session import FitSession
 from cifarbench.callbacks.table import render_report
 from cifarbench.callbacks.verdict import Finding
@@ -46,21 +47,31 @@ class Reporter:
         budget_path: str | None,
         print_table: bool,
         history: Sequence[Any],
+        progress: EpochProgress | None = None,
     ) -> None:
         self.loggers = list(loggers)
         self.budget_path = budget_path
         self.print_table = print_table
+        self.progress = progress
         self.guard = OutputGuard()
         self._curve: list[Any] = []
         self.csv = TimingsCsv(csv_path) if csv_path else None
-        csv_file = self.csv
-        if csv_file is not None:  # (re)written with the rows known so far: none, or a checkpoint's
-            self.guard.run(csv_file.path, lambda: csv_file.write_all(history))
+        self.rows_restored(history)
         self.guard.run("TensorBoard layout", lambda: add_tensorboard_layout(self.loggers))
 
+    def rows_restored(self, history: Sequence[Any]) -> None:
+        """timings.csv (re)written with the rows known so far: none, or a checkpoint's."""
+        csv_file = self.csv
+        if csv_file is not None:
+            self.guard.run(csv_file.path, lambda: csv_file.write_all(history))
+
     def epoch_ended(self, timing: Any, history: Sequence[Any], global_step: int) -> None:
-        """An epoch's row: its sampled steps and scalars to the loggers, and a line in timings.csv."""
+        """An epoch's row: its sampled steps and scalars to the loggers, a line in timings.csv, its shares on
+        the progress bar (and a line when the epoch's verdict moved, with the tables on)."""
         self._write_curve()
+        progress = self.progress
+        if progress is not None:
+            self.guard.run("progress bar", lambda: progress.epoch_ended(timing, self.print_table))
         if self.loggers:
             metrics = epoch_metrics(timing)
             self.guard.run("loggers (epoch metrics)", lambda: log_metrics(self.loggers, metrics, global_step))

@@ -61,16 +61,21 @@ class FitSession:
         """CUDA: the epoch's peak allocated bytes (reset at each epoch's start); none on a CPU."""
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
-    def end(self, advice: Mapping[str, str], now: float | None = None) -> tuple[Budget, list[Finding]] | None:
+    def end(
+        self, advice: Mapping[str, str], now: float | None = None, first: Finding | None = None
+    ) -> tuple[Budget, list[Finding]] | None:
         """The fit's budget up to ``now`` (default: after the device's queued work) and its verdict, with
-        ``advice`` per kind; ``None`` when the fit never began. The session is done."""
+        ``advice`` per kind and ``first`` (a divergence) before every other finding; ``None`` when the fit
+        never began. The session is done."""
         budget = self.fit.budget(now if now is not None else wall_time(self.device))
         self.stage = Stage.IDLE
         if budget is None:
             return None
         if self.operators is not None:  # the same steps as EpochTimer saw them, next to the profiler's view
             self.operators.timer_steps(self.steps.profiled)
-        return budget, verdict(budget, self.fit.steps.transfer_s, advice, self.operators)
+        fit = self.fit
+        findings = verdict(budget, fit.steps.transfer_s, advice, fit.epochs, fit.steps.steps, self.operators)
+        return budget, findings[:1] + ([first] if first else []) + findings[1:]
 
     # ----------------------------------------------------------------------------------- epochs and steps
     def start_epoch(self) -> None:

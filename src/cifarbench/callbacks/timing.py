@@ -29,13 +29,14 @@ from typing_extensions import override
 
 from cifarbench.callbacks import wrappers
 from cifarbench.callbacks.flops import mfu_flops
+from cifarbench.callbacks.progress import EpochProgress
 from cifarbench.callbacks.ranks import reduce_over_ranks
 from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV, EpochTiming, epoch_timing
 from cifarbench.callbacks.reporter import Reporter, run_file
 from cifarbench.callbacks.samples import batch_samples, sample_counter
 from cifarbench.callbacks.session import FitSession, costed
 from cifarbench.callbacks.steps import Phase
-from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding
+from cifarbench.callbacks.verdict import GENERIC_ADVICE, Finding, divergence
 
 
 class EpochTimer(Callback):
@@ -120,9 +121,7 @@ class EpochTimer(Callback):
         """What bounds the last fit and what to try next (empty before a fit ends)."""
         return list(self._verdict)
 
-    @property
-    def session(self) -> FitSession:  # the current fit's (OpWindow watches its steps)
-        return self._session
+    session = property(lambda self: self._session, doc="The current fit's FitSession (OpWindow watches it).")
 
     @property
     def csv_path(self) -> str | None:
@@ -130,13 +129,12 @@ class EpochTimer(Callback):
         return run_file(self._log_dir, self.csv_filename)
 
     @property
-    def budget_path(self) -> str | None:
+    def budget_path(self) -> str | None:  # where fit_budget.json is written (set once fit starts)
         return run_file(self._log_dir, BUDGET_JSON)
 
     def mark_fit_start(self) -> None:
-        """Start the fit's clock now: call just before ``trainer.fit`` to count what Lightning runs before the
-        first callback hook (the DataModule's ``prepare_data`` and ``setup``, the logger's start) as start-up.
-        """
+        """Start the fit's clock now: just before ``trainer.fit``, so that start-up holds what Lightning runs
+        before the first hook (the DataModule's ``prepare_data`` and ``setup``, the logger's start)."""
         self._fit_start_s = perf_counter()
 
     @override
@@ -166,8 +164,9 @@ class EpochTimer(Callback):
         # Every rank asks: Trainer.log_dir broadcasts rank 0's answer, a collective call.
         self._log_dir = trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            outputs = (self.csv_path, self.budget_path, self.print_table)
-            self._reporter = Reporter(trainer.loggers, *outputs, self._history)
+            progress = EpochProgress(trainer.progress_bar_callback, self.advice)
+            outputs = (self.csv_path, self.budget_path, self.print_table, self._history, progress)
+            self._reporter = Reporter(trainer.loggers, *outputs)
         self._mfu_flops = mfu_flops(trainer, pl_module, self.peak_flops, self.flops_per_sample)
 
     @override
@@ -293,7 +292,7 @@ class EpochTimer(Callback):
 
     def _end_fit(self, trainer: L.Trainer, status: str, now: float | None = None) -> None:
         session = self._session
-        ended = session.end(self.advice, now)
+        ended = session.end(self.advice, now, divergence(trainer.callbacks))
         if ended is not None:
             self._budget, self._verdict = ended
             if self._reporter is not None:

@@ -1,13 +1,19 @@
 """What bounds a run, and what to try next: rules over the fit budget, each with a named threshold.
 
 A verdict is a summary line (where the fit's time went) and one to three findings, the largest first; when no
-rule fires, the run is compute-bound. Each finding names its evidence (seconds and share) and the fix: the
-generic advice here, or, in cifarbench's own CLI, the option to change.
+rule fires, the run is compute-bound. Each finding names its evidence (seconds and share), the most that
+removing its cause can save, and the fix: the generic advice here, or, in cifarbench's own CLI, the option to
+change.
+
+The saving is a bound read off the budget: the wait for data (not the copy: hidden loading still copies) per
+training epoch; the copies per epoch; all of validation (validating every N epochs saves (N-1)/N of it); all
+of checkpointing; the first step beyond an ordinary one. None is claimed where the advice changes the step
+itself (compute, the optimizer, Lightning's per-step work) or where the cost is paid once per fit (start-up).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,19 +63,41 @@ GENERIC_ADVICE: dict[str, str] = {
 class Finding:
     kind: str
     text: str
+    saving_s: float | None = None  # the most that removing the cause saves, in seconds of ...
+    share: float | None = None  # ... this share of the epoch or the fit (see the text)
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Saving:
+    seconds: float
+    whole_s: float
+    label: str  # "per epoch" or "of the fit"
+
+    def text(self) -> str:
+        share = self.seconds / self.whole_s if self.whole_s > 0 else 0.0
+        return (
+            f"; removing it saves at most {self.seconds:.2f} s of {self.whole_s:.2f} s {self.label} "
+            f"({share:.0%}), leaving about {self.whole_s - self.seconds:.2f} s"
+        )
+
+
 def verdict(
-    budget: Any, transfer_s: float, advice: Mapping[str, str] | None = None, operators: Any = None
+    budget: Any,
+    transfer_s: float,
+    advice: Mapping[str, str] | None = None,
+    epochs: int = 1,
+    steps: int = 1,
+    operators: Any = None,
 ) -> list[Finding]:
     """Two to four findings for a fit budget (:class:`cifarbench.callbacks.quantities.Budget`).
 
     ``transfer_s`` is the time in host-to-device copies (part of data loading); ``advice`` replaces
-    :data:`GENERIC_ADVICE` per kind; ``operators`` (OpWindow's ``ops.OpSummary``) names the top operations in
-    a compute-bound finding, and adds its own (launch-bound).
+    :data:`GENERIC_ADVICE` per kind; ``epochs`` and ``steps`` (the fit's) turn totals into per-epoch savings
+    and an ordinary step; ``operators`` (OpWindow's ``ops.OpSummary``) names the top operations in a
+    compute-bound finding, and adds its own (launch-bound).
     """
     fit_s = budget.fit_s
     if fit_s <= 0:
@@ -78,27 +106,36 @@ def verdict(
     epochs_s, training_s = budget.epochs_s, budget.training_s
     waiting_s = max(0.0, budget.data_loading - transfer_s)
     share = budget.share
-    candidates: list[tuple[str, float, float, float, Callable[[float, float], str]]] = [
-        # kind, seconds, share, threshold, what the evidence says
+    epochs = max(1, epochs)
+    per_epoch = epochs_s / epochs
+    ordinary_step_s = training_s / (steps - 1) if steps > 1 else 0.0
+    candidates: list[tuple[str, float, float, float, Callable[[float, float], str], _Saving | None]] = [
+        # kind, seconds, share, threshold, what the evidence says, the most removing it saves
         ("input_bound", waiting_s, share(waiting_s, epochs_s), INPUT_BOUND_SHARE,
-         lambda s, p: f"input-bound: the loop waited {s:.2f} s for data, {p:.0%} of the training epochs"),
+         lambda s, p: f"input-bound: the loop waited {s:.2f} s for data, {p:.0%} of the training epochs",
+         _Saving(waiting_s / epochs, per_epoch, "per epoch")),
         ("transfer_bound", transfer_s, share(transfer_s, epochs_s), TRANSFER_BOUND_SHARE,
-         lambda s, p: f"transfer-bound: copies to the device took {s:.2f} s, {p:.0%} of the training epochs"),
+         lambda s, p: f"transfer-bound: copies to the device took {s:.2f} s, {p:.0%} of the training epochs",
+         _Saving(transfer_s / epochs, per_epoch, "per epoch")),
         ("validation_heavy", budget.validation, share(budget.validation), VALIDATION_HEAVY_SHARE,
-         lambda s, p: f"validation-heavy: validation took {s:.2f} s, {p:.0%} of the fit"),
+         lambda s, p: f"validation-heavy: validation took {s:.2f} s, {p:.0%} of the fit",
+         _Saving(budget.validation, fit_s, "of the fit")),
         ("checkpoint_heavy", budget.checkpointing, share(budget.checkpointing), CHECKPOINT_HEAVY_SHARE,
-         lambda s, p: f"checkpoint-heavy: saving took {s:.2f} s, {p:.0%} of the fit"),
+         lambda s, p: f"checkpoint-heavy: saving took {s:.2f} s, {p:.0%} of the fit",
+         _Saving(budget.checkpointing, fit_s, "of the fit")),
         ("first_step_heavy", budget.first_step, share(budget.first_step), FIRST_STEP_HEAVY_SHARE,
          lambda s, p: f"first-step-heavy: the first training step (compilation, autotuning) took {s:.2f} s, "
-         f"{p:.0%} of the fit"),
+         f"{p:.0%} of the fit",
+         _Saving(max(0.0, budget.first_step - ordinary_step_s), fit_s, "of the fit")),
         ("startup_heavy", budget.startup, share(budget.startup), STARTUP_HEAVY_SHARE,
          lambda s, p: f"start-up-heavy: start-up (setup, device moves, loader start) took {s:.2f} s, "
-         f"{p:.0%} of the fit"),
+         f"{p:.0%} of the fit (paid once per fit: no saving claimed)", None),
         ("optimizer_heavy", budget.optimizer, share(budget.optimizer, training_s), OPTIMIZER_HEAVY_SHARE,
-         lambda s, p: f"optimizer-heavy: optimizer steps took {s:.2f} s, {p:.0%} of the training steps"),
+         lambda s, p: f"optimizer-heavy: optimizer steps took {s:.2f} s, {p:.0%} of the training steps",
+         None),
         ("framework_heavy", budget.framework, share(budget.framework, training_s), FRAMEWORK_HEAVY_SHARE,
          lambda s, p: f"framework-heavy: Lightning's own per-step work (closure, zero_grad, hooks, logging) "
-         f"took {s:.2f} s, {p:.0%} of the training steps"),
+         f"took {s:.2f} s, {p:.0%} of the training steps", None),
     ]  # fmt: skip
     fired = sorted(
         (candidate for candidate in candidates if candidate[2] >= candidate[3]),
@@ -106,8 +143,16 @@ def verdict(
         reverse=True,
     )
     findings = [Finding("summary", _summary(budget))]
-    for kind, seconds, part, _, evidence in fired[:3]:
-        findings.append(Finding(kind, f"{evidence(seconds, part)}. Try {tips[kind]}."))
+    for kind, seconds, part, _, evidence, saving in fired[:3]:
+        bound = saving.text() if saving else ""
+        findings.append(
+            Finding(
+                kind,
+                f"{evidence(seconds, part)}{bound}. Try {tips[kind]}.",
+                saving.seconds if saving else None,
+                share(saving.seconds, saving.whole_s) if saving else None,
+            )
+        )
     if not fired:
         step_share = share(training_s + budget.first_step)
         forward, backward = share(budget.forward, training_s), share(budget.backward, training_s)
@@ -116,7 +161,8 @@ def verdict(
                 "compute_bound",
                 f"compute-bound: training steps are {step_share:.0%} of the fit (forward {forward:.0%}, "
                 f"backward {backward:.0%} of them) and nothing else stands out; nothing to fix in the input "
-                f"pipeline. To make the step itself faster, try {tips['compute_bound']}.",
+                f"pipeline. To make the step itself faster (no saving is claimed: it changes the step), try "
+                f"{tips['compute_bound']}.",
             )
         )
     if operators is not None:
@@ -131,3 +177,22 @@ def _summary(budget: Any) -> str:
         f"{name.replace('_', ' ')} {seconds:.2f} s ({seconds / fit_s:.0%})" for name, seconds in largest
     )
     return f"fit {fit_s:.2f} s; largest: {parts}"
+
+
+def divergence(callbacks: Sequence[Any]) -> Finding | None:
+    """A ``diverged`` finding when a callback of the fit saw the training loss stop being finite.
+
+    Any callback with a ``diverged_at_step`` attribute counts (cifarbench's ``StopOnDivergence`` has one):
+    a profile of a run that diverged would mislead, so this finding comes first.
+    """
+    for callback in callbacks:
+        step = getattr(callback, "diverged_at_step", None)
+        if step is not None:
+            value = getattr(callback, "diverged_value", None)
+            return Finding(
+                "diverged",
+                f"diverged: the training loss was {value} at step {step}; the timings after it profile a "
+                f"broken run. Lower the learning rate (or add warm-up or gradient clipping) before tuning "
+                f"speed.",
+            )
+    return None

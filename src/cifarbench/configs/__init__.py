@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from cifarbench.errors import ConfigError
+from cifarbench.readers import read_yaml_mapping
 
 _CONFIG_OPTIONS = ("--config", "-c")
 
@@ -45,3 +46,18 @@ def expand_names(args: list[str]) -> list[str]:
 
 def _is_shipped_name(value: str) -> bool:
     return value in names() and not Path(value).exists()
+
+
+def check_files(args: list[str]) -> None:
+    """Every ``--config FILE`` in ``args`` must hold a mapping of options, read in bounded time and memory.
+
+    Raises CifarbenchError naming the file: broken YAML, a string or a list where the options should be, or
+    aliases that expand past bounds (the parser would walk every expanded value).
+    """
+    for index, arg in enumerate(args):
+        option, equals, inline = arg.partition("=")
+        if option not in _CONFIG_OPTIONS:
+            continue
+        value = inline if equals else (args[index + 1] if index + 1 < len(args) else None)
+        if value is not None and Path(value).is_file():
+            read_yaml_mapping(value, what="a mapping of options (trainer:, model:, data:, ...)")

@@ -7,6 +7,7 @@ function, workers, on-device augmentation) is the pipeline's (:mod:`cifarbench.d
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Literal
 
 import lightning as L
@@ -22,6 +23,60 @@ from cifarbench.quiet import notice
 # Synthetic data: the test split is a fifth of the train split's size, drawn with another seed.
 _SYNTHETIC_TRAIN_SEED = 0
 _SYNTHETIC_TEST_SEED = 1
+
+
+# A worker is a process with a copy of the dataset; far more of them than CPUs only costs memory and start-up.
+WORKERS_PER_CPU = 8
+_MIN_WORKER_CAP = 32  # the lab's C3 sweep (0, 4, 8, ...) stays possible on a small machine
+# What one image costs in memory while a split is made: uint8 pixels, an int64 label, and the int64 label
+# permutation drawn for it (see make_synthetic).
+_BYTES_PER_SYNTHETIC_IMAGE = 3 * 32 * 32 + 8 + 16
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """The most DataLoader workers ``--data.num_workers`` accepts on this machine."""
+    return max(_MIN_WORKER_CAP, WORKERS_PER_CPU * _cpus())
+
+
+def _synthetic_sizes(synthetic: int) -> tuple[int, int]:
+    return synthetic, max(1, synthetic // 5)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give without swapping (Linux's MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory_for_synthetic(synthetic: int) -> None:
+    needed = sum(_synthetic_sizes(synthetic)) * _BYTES_PER_SYNTHETIC_IMAGE
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"--data.synthetic {synthetic} needs {_gib(needed)} of memory for its images (train and test "
+            f"splits, {_BYTES_PER_SYNTHETIC_IMAGE} bytes each) but {_gib(available)} is available: ask for "
+            f"fewer images (CIFAR-10 has 50000)"
+        )
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
 
 
 class CIFAR10DataModule(L.LightningDataModule):
@@ -71,6 +126,12 @@ class CIFAR10DataModule(L.LightningDataModule):
                 f"CIFAR10DataModule(num_workers={num_workers!r}) must be >= 0 (0 loads in the main process), "
                 f"or 'auto' to let WorkerTuner pick"
             )
+        if num_workers != "auto" and num_workers > max_workers():
+            raise ConfigError(
+                f"CIFAR10DataModule(num_workers={num_workers!r}) is more than {max_workers()} ("
+                f"{WORKERS_PER_CPU} per CPU, and this machine has {_cpus()}): each worker is a process with "
+                f"its own copy of the dataset. Use --data.num_workers auto, or a count up to {max_workers()}"
+            )
         if persistent_workers and num_workers == 0:
             raise ConfigError(
                 "CIFAR10DataModule(persistent_workers=True, num_workers=0): persistent workers need "
@@ -81,6 +142,8 @@ class CIFAR10DataModule(L.LightningDataModule):
                 f"CIFAR10DataModule(synthetic={synthetic!r}) must be a number of images >= 1, or None for "
                 f"CIFAR-10"
             )
+        if synthetic is not None:
+            _check_memory_for_synthetic(synthetic)
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -117,6 +180,17 @@ class CIFAR10DataModule(L.LightningDataModule):
         if self.test_set is None:
             self.test_set = self.training_pipeline.eval_dataset(*self._read_split(train=False))
 
+    def _check_labels(self, labels: np.ndarray, split: str) -> None:
+        """The model must have an output for every label (cross-entropy would fail with an IndexError)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        classes = getattr(module, "num_classes", None)
+        top = int(labels.max()) if len(labels) else -1
+        if isinstance(classes, int) and top >= classes:
+            raise ConfigError(
+                f"--model.num_classes {classes} is too few for the {split} split, whose labels go up "
+                f"to {top}: use --model.num_classes {top + 1} or more (CIFAR-10 has 10)"
+            )
+
     def _workers(self) -> int:
         if self.num_workers == "auto":
             raise ConfigError(
@@ -130,14 +204,19 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.training_pipeline.teardown()
 
     def _read_split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        split = "train" if train else "test"
         if self.synthetic is None:
-            return cifar10_files.read_split(
+            images, labels = cifar10_files.read_split(
                 self.data_dir, train=train, verify_integrity=self.verify_integrity
             )
-        size = self.synthetic if train else max(1, self.synthetic // 5)
-        split = "train" if train else "test"
-        notice(f"Using {size} synthetic {split} images (--data.synthetic), not CIFAR-10.")
-        return make_synthetic(size, seed=_SYNTHETIC_TRAIN_SEED if train else _SYNTHETIC_TEST_SEED)
+        else:
+            size = _synthetic_sizes(self.synthetic)[0 if train else 1]
+            notice(f"Using {size} synthetic {split} images (--data.synthetic), not CIFAR-10.")
+            images, labels = make_synthetic(
+                size, seed=_SYNTHETIC_TRAIN_SEED if train else _SYNTHETIC_TEST_SEED
+            )
+        self._check_labels(labels, split)
+        return images, labels
 
     def train_dataloader(self) -> DataLoader:
         train_set = self._require(self.train_set, "train")
