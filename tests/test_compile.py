@@ -62,8 +62,8 @@ def test_the_network_is_compiled_not_the_lightning_module_and_evaluation_stays_e
 
 
 class TinyNet(nn.Module):
-    """A linear layer inside a module of one's own, as the compiled ResNet-18 is: torch 2.11 builds no graph for
-    a bare ``nn.Linear`` (its forward is torch's own code, which dynamo skips), torch 2.14 does."""
+    """A linear layer inside a module of one's own, as the compiled ResNet-18 is: torch 2.11 builds no graph
+    for a bare ``nn.Linear`` (its forward is torch's own code, which dynamo skips), torch 2.14 does."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -31,15 +31,15 @@ def training_flops_per_sample(pl_module: L.LightningModule) -> float | None:
 
 # Dense peak FLOP/s per precision for GPUs whose entry Lightning's table lacks or gets wrong; consulted before
 # Lightning's. Lightning 2.6.6 maps only names containing "sxm1" or "nvl1" to its H200 rows, so the SXM part,
-# which torch names plainly "NVIDIA H200", gets no peak (and MFU would print as 0.0%); its H200 and H100 NVL rows
-# also hold the with-sparsity figures, twice the dense rate that training reaches for. Every figure below is the
-# datasheet's dense one: half its with-sparsity figure for TF32, BF16, FP16, FP8 and INT8. Measured on one H200 of
-# this workplace, a large bf16 matrix product ran at about 790 TFLOP/s (80% of the peak below): an MFU near 80%
-# is the ceiling in practice.
+# which torch names plainly "NVIDIA H200", gets no peak (and MFU would print as 0.0%); its H200 and H100 NVL
+# rows also hold the with-sparsity figures, twice the dense rate that training reaches for. Every figure below
+# is the datasheet's dense one: half its with-sparsity figure for TF32, BF16, FP16, FP8 and INT8. Measured on
+# one H200 of this workplace, a large bf16 matrix product ran at about 790 TFLOP/s (80% of the peak below): an
+# MFU near 80% is the ceiling in practice.
 _DENSE_PEAK_FLOPS: dict[str, dict[torch.dtype | str, float]] = {
-    # NVIDIA H200 Tensor Core GPU datasheet (nvdam.widen.net/s/nb5zzzsjdf, Nov 2024), column H200 SXM: FP64 34,
-    # FP64 Tensor Core 67, FP32 67, TF32 989*, BF16 1,979*, FP16 1,979*, FP8 3,958*, INT8 3,958* (* sparse).
-    # The GH200 Grace Hopper datasheet gives its GPU the same rates.
+    # NVIDIA H200 Tensor Core GPU datasheet (nvdam.widen.net/s/nb5zzzsjdf, Nov 2024), column H200 SXM: FP64
+    # 34, FP64 Tensor Core 67, FP32 67, TF32 989*, BF16 1,979*, FP16 1,979*, FP8 3,958*, INT8 3,958* (*
+    # sparse). The GH200 Grace Hopper datasheet gives its GPU the same rates.
     "h200": {
         torch.float64: 67e12,  # on the tensor cores (FP64 Tensor Core); plain FP64 is 34
         torch.float32: 67e12,
@@ -60,9 +60,10 @@ _DENSE_PEAK_FLOPS: dict[str, dict[torch.dtype | str, float]] = {
         torch.float8_e4m3fn: 1670.5e12,
         torch.int8: 1670.5e12,
     },
-    # NVIDIA H100 Tensor Core GPU datasheet (resources.nvidia.com/en-us-tensor-core, 2024), column H100 NVL, one
-    # GPU: FP64 30, FP64 Tensor Core 60, FP32 60, TF32 835*, BF16 1,671*, FP16 1,671*, FP8 3,341*, INT8 3,341*
-    # (* sparse). Lightning's "h100 nvl" row (1,979 TFLOP/s bf16) is the earlier datasheet's pair of GPUs.
+    # NVIDIA H100 Tensor Core GPU datasheet (resources.nvidia.com/en-us-tensor-core, 2024), column H100 NVL,
+    # one GPU: FP64 30, FP64 Tensor Core 60, FP32 60, TF32 835*, BF16 1,671*, FP16 1,671*, FP8 3,341*, INT8
+    # 3,341* (* sparse). Lightning's "h100 nvl" row (1,979 TFLOP/s bf16) is the earlier datasheet's pair of
+    # GPUs.
     "h100 nvl": {
         torch.float64: 60e12,
         torch.float32: 60e12,
@@ -103,9 +104,10 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype | str:
         return torch.float16
     if precision.startswith("64"):
         return torch.float64
-    # fp32: on a CUDA device cuDNN runs convolutions on TF32 tensor cores unless torch.backends.cudnn.allow_tf32
-    # is off (it is on by default), and matmuls unless the float32 matmul precision is "highest" (the default).
-    # A convolutional network's FLOPs are nearly all convolutions, so either switch makes the peak TF32's.
+    # fp32: on a CUDA device cuDNN runs convolutions on TF32 tensor cores unless
+    # torch.backends.cudnn.allow_tf32 is off (it is on by default), and matmuls unless the float32 matmul
+    # precision is "highest" (the default). A convolutional network's FLOPs are nearly all convolutions, so
+    # either switch makes the peak TF32's.
     if device.type == "cuda" and (
         torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
     ):
