@@ -67,4 +67,4 @@ gpu-lab: setup
 	$(BIN)/python benchmarks/gpu_check.py --lab
 
 clean:
-	rm -rf $(VENV) lightning_logs .pytest_cache
+	rm -rf $(VENV) $(GPU_IMAGE_VENV) lightning_logs .pytest_cache
