@@ -61,12 +61,24 @@ def test_the_network_is_compiled_not_the_lightning_module_and_evaluation_stays_e
     assert compile_counters()[0] == before  # nothing compiled: validation runs the eager network
 
 
+class TinyNet(nn.Module):
+    """A linear layer inside a module of one's own, as the compiled ResNet-18 is: torch 2.11 builds no graph
+    for a bare ``nn.Linear`` (its forward is torch's own code, which dynamo skips), torch 2.14 does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 2)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.linear(inputs)
+
+
 class TinyCompiled(L.LightningModule):
-    """A linear layer compiled with dynamo's eager backend: guards and graphs as usual, no slow codegen."""
+    """A small network compiled with dynamo's eager backend: guards and graphs as usual, no slow codegen."""
 
     def __init__(self, shrink_in_epoch: int | None = None) -> None:
         super().__init__()
-        self.layer = nn.Linear(8, 2)
+        self.layer = TinyNet()
         self.layer.compile(backend="eager", dynamic=False)
         self.shrink_in_epoch = shrink_in_epoch
 
