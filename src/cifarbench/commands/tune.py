@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cifarbench.commands.lab import default_out_dir
 from cifarbench.commands.parsing import bools_as_flags, new_parser, split_known
@@ -30,7 +30,8 @@ class TuneOptions:
 
     Args:
         trials: the most moves to try (the two baseline runs come on top).
-        steps: training batches per epoch of each trial (two epochs: the first kept apart).
+        steps: training batches per epoch of each trial (two epochs: the first kept apart); default 50, or the
+            config's ``--trainer.limit_train_batches`` when that is a smaller count.
         out: where the trials, tune.md and tuned.yaml go (default: lightning_logs/tune/<time>).
         allow: ``changes-training`` also applies moves that change what is trained (validating or saving less
             often, a larger batch); by default they are only listed.
@@ -38,7 +39,7 @@ class TuneOptions:
     """
 
     trials: int = 8
-    steps: int = 50
+    steps: int | None = None
     out: str | None = None
     allow: Literal["same-results", "changes-training"] = "same-results"
     verbose: bool = False
@@ -50,15 +51,16 @@ def main(argv: list[str]) -> None:
     bools_as_flags(parser)
     own, fit_options = split_known(parser, argv)
     options = parser.parse_args(own)
-    if options.trials < 1 or options.steps < 2:
+    if options.trials < 1 or (options.steps is not None and options.steps < 2):
         raise ConfigError(
             f"--trials {options.trials} must be >= 1 and --steps {options.steps} >= 2 (two steps per epoch "
             f"at least, for a steady-state figure)"
         )
     out_dir = Path(options.out) if options.out else default_out_dir(fit_options).parent / "tune" / _stamp()
     check_writable(out_dir, option="--out")
-    resolved_config(fit_options)  # every fit option checked before the first trial
-    run = Search(out_dir, fit_options, options.trials, options.steps, options.allow == "changes-training",
+    config = resolved_config(fit_options)  # every fit option checked before the first trial
+    steps = options.steps or default_steps(config)
+    run = Search(out_dir, fit_options, options.trials, steps, options.allow == "changes-training",
                  options.verbose)  # fmt: skip
     command = f"python -m cifarbench {shell_command(['tune', *argv])}"
     best = None
@@ -75,6 +77,12 @@ def main(argv: list[str]) -> None:
     tuned.write_text(tuned_yaml(best.options))
     print(f"[tune] {run.stop_reason}; the chain of trials: {report}", flush=True)
     print(f"[tune] run the tuned config: python -m cifarbench fit --config {tuned}", flush=True)
+
+
+def default_steps(config: dict[str, Any]) -> int:
+    """50 batches an epoch, or the config's own limit when it is a smaller count (``--config demo``: 12)."""
+    limit = (config.get("trainer") or {}).get("limit_train_batches")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and 2 <= limit < 50 else 50
 
 
 def _stamp() -> str:
