@@ -51,11 +51,10 @@ def main(argv: list[str]) -> None:
     bools_as_flags(parser)
     own, fit_options = split_known(parser, argv)
     options = parser.parse_args(own)
-    if options.trials < 1 or (options.steps is not None and options.steps < 2):
-        raise ConfigError(
-            f"--trials {options.trials} must be >= 1 and --steps {options.steps} >= 2 (two steps per epoch "
-            f"at least, for a steady-state figure)"
-        )
+    if options.trials < 1:
+        raise ConfigError(f"--trials {options.trials} must be >= 1 (the moves to try)")
+    if options.steps is not None and options.steps < 2:
+        raise ConfigError(f"--steps {options.steps} must be >= 2 (a steady-state epoch needs two steps)")
     out_dir = Path(options.out) if options.out else default_out_dir(fit_options).parent / "tune" / _stamp()
     check_writable(out_dir, option="--out")
     config = resolved_config(fit_options)  # every fit option checked before the first trial
