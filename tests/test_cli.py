@@ -79,7 +79,9 @@ def test_the_step_anatomy_is_in_tensorboard_and_the_csv_after_the_older_columns(
              "step_max_s", "peak_memory_bytes"]  # fmt: skip
     newest = ["framework_s", "profiler_s"]  # with the one schema
     operator_window = ["op_window_steps", "op_window_s"]  # with OpWindow
-    assert reader.fieldnames == older + newer + newest + operator_window
+    ranks = ["rank_spread"]  # with every rank's figures (empty with one rank)
+    assert reader.fieldnames == older + newer + newest + operator_window + ranks
+    assert all(row["rank_spread"] == "" for row in rows) and "time/rank_spread" not in scalars
     for row in rows:  # the parts add up to the training time, and a step's spread is ordered
         names = ("forward_s", "backward_s", "optimizer_s", "framework_s", "step_other_s")
         parts = sum(float(row[name]) for name in names)

@@ -53,6 +53,9 @@ ADVICE: dict[str, str] = {
     "--trainer.precision bf16-mixed --model.channels_last true",
     "launch_bound": "--model.compile reduce-overhead (CUDA graphs: one launch per step) or a larger batch "
     "(--data.batch_size)",
+    "straggler": "that host: for data loading, more --data.num_workers, --data.data_dir on a local disk, "
+    "or --data.pipeline gpu; for compute, what else runs there (nvidia-smi, top) and its clocks; or a job "
+    "without that node",
 }
 
 

@@ -52,36 +52,45 @@ class OutputGuard:
 
 
 class TimingsCsv:
-    """``timings.csv``: one row per finished epoch, flushed to disk as the epoch ends.
+    """``timings.csv``: one row per finished epoch, flushed to disk as the epoch ends (``fields``: another
+    header, as timings_ranks.csv's; rows are records with ``as_row()`` or mappings).
 
     After a failed write the next one rewrites the whole file from the history, so a disk that comes back
     loses nothing.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, fields: Sequence[str] = CSV_FIELDS) -> None:
+        self.path, self.fields = path, fields
         self._complete = False
 
     def write_all(self, rows: Sequence[Any]) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._complete = False
         with open(self.path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+            writer = csv.DictWriter(file, fieldnames=self.fields)
             writer.writeheader()
-            writer.writerows(row.as_row() for row in rows)
+            writer.writerows(_as_row(row) for row in rows)
             _flush(file)
         self._complete = True
 
     def append(self, row: Any, history: Sequence[Any]) -> None:
         """Add ``row`` (the last of ``history``); rewrite everything if an earlier write failed."""
+        self.append_rows([row], history)
+
+    def append_rows(self, rows: Sequence[Any], history: Sequence[Any]) -> None:
+        """Add ``rows`` (the last of ``history``); rewrite everything if an earlier write failed."""
         if not self._complete:
             self.write_all(history)
             return
         self._complete = False
         with open(self.path, "a", newline="") as file:
-            csv.DictWriter(file, fieldnames=CSV_FIELDS).writerow(row.as_row())
+            csv.DictWriter(file, fieldnames=self.fields).writerows(_as_row(row) for row in rows)
             _flush(file)
         self._complete = True
+
+
+def _as_row(row: Any) -> Mapping[str, Any]:
+    return row if isinstance(row, Mapping) else row.as_row()
 
 
 def _flush(file: Any) -> None:
@@ -96,9 +105,11 @@ def write_budget_json(
     status: str,
     clock: str,
     machine: Mapping[str, str],
+    ranks: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
-    """``fit_budget.json``: ``{"fit_s", "buckets": {...}, "verdict": [{"kind", "text"}], ...}``."""
-    document = {
+    """``fit_budget.json``: ``{"fit_s", "buckets": {...}, "verdict": [{"kind", "text"}], ...}``, and with
+    more than one rank ``"ranks": [{"rank", "host", "samples", <figure>: seconds, ...}]`` (over epochs)."""
+    document: dict[str, Any] = {
         "fit_s": budget.fit_s,
         "buckets": budget.as_dict(),
         "verdict": [finding.as_dict() for finding in findings],
@@ -106,6 +117,8 @@ def write_budget_json(
         "clock": clock,
         "machine": dict(machine),  # so that runs from different machines are not compared unawares
     }
+    if ranks:
+        document["ranks"] = [dict(rank) for rank in ranks]
     temporary = f"{path}.partial"
     try:
         with open(temporary, "w") as file:

@@ -98,6 +98,9 @@ QUANTITIES: tuple[Quantity, ...] = (
     # ----- the operator window (OpWindow): its steps are left out of the step columns above
     Quantity("op_window_steps", "count", "steps left out for OpWindow", type=int, default=0),
     _time("op_window", "OpWindow's profiled steps (slowed)", default=0.0, bucket=True, tag=None),
+    # ----- every rank's figures: the slowest rank's own time over the median rank's (empty with one rank)
+    Quantity("rank_spread", "ratio", "slowest rank's own time / median's", type=float | None, default=None,
+             tag="time/rank_spread", compared=True),
     # ----- fit-budget buckets that are not epoch columns
     _time("startup", "setup, device moves, loader start-up", column=False, bucket=True, tag=None),
     _time("sanity_check", "validation batches before training", column=False, bucket=True, tag=None),
@@ -105,6 +108,9 @@ QUANTITIES: tuple[Quantity, ...] = (
     _time("validation", "validation runs", column=False, bucket=True, tag=None),
     _time("checkpointing", "checkpoint saves", column=False, bucket=True, tag=None),
     _time("other", "logging, callbacks, epoch ends", column=False, bucket=True, tag=None),
+    # ----- per rank only (timings_ranks.csv): a rank's backward beyond the least of any rank's, the wait for
+    # a slower rank in the gradient all-reduce
+    _time("backward_wait", "backward spent waiting for other ranks", column=False, tag=None),
 )  # fmt: skip
 
 #: Every quantity by name, as attributes: ``Q.data_loading.column_name`` is ``"data_loading_s"``.
@@ -245,7 +251,10 @@ OPTIONAL_COLUMNS: tuple[str, ...] = tuple(
     quantity.column_name for quantity in COLUMNS if quantity.compared and not quantity.required
 )
 #: ``compare``'s steady-state columns, in the order its table shows them.
-COMPARED: tuple[Quantity, ...] = (Q.epoch, Q.data_loading, Q.training, *PARTS, Q.profiler)
+COMPARED: tuple[Quantity, ...] = (Q.epoch, Q.data_loading, Q.training, *PARTS, Q.profiler, Q.rank_spread)
+#: Each rank's own figures per epoch (timings_ranks.csv after its epoch, rank and host; fit_budget.json's
+#: ``ranks`` block summed over the epochs).
+RANK_FIGURES: tuple[Quantity, ...] = (Q.epoch, Q.data_loading, Q.training, *PARTS, Q.backward_wait)
 
 #: The per-step curves' quantities (``time/step_<name>``).
 STEP_CURVES: tuple[Quantity, ...] = tuple(quantity for quantity in QUANTITIES if quantity.step_tag)

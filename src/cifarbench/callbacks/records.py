@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from cifarbench.callbacks.quantities import COLUMNS, STEP_SECONDS, Q, epoch_columns_record
+from cifarbench.callbacks.quantities import COLUMNS, STEP_SECONDS, Q, Quantity, epoch_columns_record
+from cifarbench.callbacks.ranks import RankEpoch, rank_spread
 from cifarbench.callbacks.spread import LogHistogram
 
 # The files EpochTimer writes in a run's log dir; readers of a run folder take the names from here.
 TIMINGS_CSV = "timings.csv"
 BUDGET_JSON = "fit_budget.json"
+RANKS_CSV = "timings_ranks.csv"  # one row per (epoch, rank), with more than one rank
 
-# (per-rank values, samples) -> (the slowest rank's values, their mean over ranks, samples summed over ranks)
-Reduce = Callable[[list[float], int], tuple[list[float], list[float], int]]
+# (this rank's figures, its samples) -> every rank's, in rank order (the epoch's one collective)
+Gather = Callable[[Mapping[Quantity, float], int], list[RankEpoch]]
 
 
 class _EpochTimingMethods:
@@ -30,7 +32,7 @@ EpochTiming = epoch_columns_record(
     "have defaults, so that a checkpoint written before them loads.",
 )
 
-# Each rank's own figures, reduced over ranks once per epoch: the slowest rank's value, and the mean.
+# Each rank's own figures, gathered once per epoch: the slowest rank's value, and the mean.
 _PER_RANK = (Q.epoch, *STEP_SECONDS, Q.step_p50, Q.step_p90, Q.step_max, Q.peak_memory, Q.op_window)
 # The columns that hold a mean over ranks, and the figure each averages.
 _MEANS = {Q.data_loading_mean: Q.data_loading, Q.training_mean: Q.training, Q.epoch_mean: Q.epoch}
@@ -45,10 +47,10 @@ def epoch_timing(
     peak_memory: int | None,
     mfu_flops: tuple[float, float] | None,
     world_size: int,
-    reduce: Reduce,
+    gather: Gather,
     window: Any = None,
 ) -> Any:
-    """An epoch's row from this rank's step totals and spread, reduced over ranks (one collective).
+    """An epoch's row from this rank's step totals and spread, and every rank's (``gather``: one collective).
 
     ``window`` sums the steps that OpWindow profiled (a ``Totals``): they are in no other column but
     ``op_window_steps`` and ``op_window_s``, and the epoch's samples per second are those of the other steps.
@@ -63,9 +65,10 @@ def epoch_timing(
         Q.peak_memory: float(peak_memory or 0),
         Q.op_window: window_s,
     }
-    slowest_values, mean_values, samples = reduce([local[q] for q in _PER_RANK], totals.samples)
-    slowest = dict(zip(_PER_RANK, slowest_values, strict=True))
-    mean = dict(zip(_PER_RANK, mean_values, strict=True))
+    ranks = gather({quantity: local[quantity] for quantity in _PER_RANK}, totals.samples)
+    slowest = {quantity: max(rank[quantity] for rank in ranks) for quantity in _PER_RANK}
+    mean = {quantity: sum(rank[quantity] for rank in ranks) / len(ranks) for quantity in _PER_RANK}
+    samples = sum(rank.samples for rank in ranks)
     outside_window_s = slowest[Q.epoch] - slowest[Q.op_window]
     samples_per_s = samples / outside_window_s if outside_window_s > 0 else 0.0
     mfu = None
@@ -84,5 +87,6 @@ def epoch_timing(
         Q.clock: clock,
         Q.mfu: mfu,
         Q.peak_memory: int(slowest[Q.peak_memory]) if peak_memory is not None else None,
+        Q.rank_spread: rank_spread(ranks),
     }
     return EpochTiming(**{quantity.column_name: values[quantity] for quantity in COLUMNS})

@@ -1,8 +1,9 @@
 """The one writer of EpochTimer's outputs: timings.csv, fit_budget.json, the loggers and the printed tables.
 
 It lives on rank zero only (the callback makes none elsewhere) and has three calls: an epoch ended, steps to
-log, the fit ended. Every write goes through one :class:`OutputGuard`, so an output that fails costs a warning
-and never the fit.
+log, the fit ended. With more than one rank it also writes every rank's rows (timings_ranks.csv, next to
+timings.csv), their figures in fit_budget.json and a per-rank table. Every write goes through one
+:class:`OutputGuard`, so an output that fails costs a warning and never the fit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from cifarbench.callbacks.outputs import (
     write_budget_json,
 )
 from cifarbench.callbacks.progress import EpochProgress
+from cifarbench.callbacks.ranks import RANKS_CSV_FIELDS, RankLedger
+from cifarbench.callbacks.records import RANKS_CSV
 from cifarbench.callbacks.session import FitSession
+from cifarbench.callbacks.straggler import rank_table, ranks_json
 from cifarbench.callbacks.table import render_report
 from cifarbench.callbacks.verdict import Finding
 
@@ -56,6 +60,8 @@ class Reporter:
         self.guard = OutputGuard()
         self._curve: list[Any] = []
         self.csv = TimingsCsv(csv_path) if csv_path else None
+        ranks_path = os.path.join(os.path.dirname(csv_path), RANKS_CSV) if csv_path else None
+        self.ranks_csv = TimingsCsv(ranks_path, RANKS_CSV_FIELDS) if ranks_path else None  # with >1 rank
         self.rows_restored(history)
         self.guard.run("TensorBoard layout", lambda: add_tensorboard_layout(self.loggers))
 
@@ -65,9 +71,12 @@ class Reporter:
         if csv_file is not None:
             self.guard.run(csv_file.path, lambda: csv_file.write_all(history))
 
-    def epoch_ended(self, timing: Any, history: Sequence[Any], global_step: int) -> None:
-        """An epoch's row: its sampled steps and scalars to the loggers, a line in timings.csv, its shares on
-        the progress bar (and a line when the epoch's verdict moved, with the tables on)."""
+    def epoch_ended(
+        self, timing: Any, history: Sequence[Any], global_step: int, ranks: RankLedger | None = None
+    ) -> None:
+        """An epoch's row: its sampled steps and scalars to the loggers, a line in timings.csv (and with more
+        than one rank, a line per rank in timings_ranks.csv), its shares on the progress bar (and a line when
+        the epoch's verdict moved, with the tables on)."""
         self._write_curve()
         progress = self.progress
         if progress is not None:
@@ -78,6 +87,10 @@ class Reporter:
         csv_file = self.csv
         if csv_file is not None:
             self.guard.run(csv_file.path, lambda: csv_file.append(timing, history))
+        ranks_file = self.ranks_csv
+        if ranks_file is not None and ranks is not None and ranks.world_size > 1:
+            rows = ranks.csv_rows(last_only=True)
+            self.guard.run(ranks_file.path, lambda: ranks_file.append_rows(rows, ranks.csv_rows()))
 
     def steps_to_log(self, steps: Sequence[Any], every_n: int) -> None:
         """Steps just read; every ``every_n``-th global step waits for the per-step curves."""
@@ -100,8 +113,11 @@ class Reporter:
         self._write_curve()
         clock, machine = session.clock.name, machine_description(session.device)
         path = self.budget_path
+        ranks = ranks_json(session.ranks)
         if path is not None:
-            self.guard.run(path, lambda: write_budget_json(path, budget, findings, status, clock, machine))
+            self.guard.run(
+                path, lambda: write_budget_json(path, budget, findings, status, clock, machine, ranks)
+            )
         markdown = budget_markdown(budget, findings)
         self.guard.run(
             "loggers (fit budget text)", lambda: add_budget_text(self.loggers, markdown, global_step)
@@ -114,7 +130,12 @@ class Reporter:
             )
         if self.print_table:
             render_report(
-                history, budget, findings, clock, operators.table() if operators is not None else None
+                history,
+                budget,
+                findings,
+                clock,
+                operators.table() if operators is not None else None,
+                rank_table(session.ranks),
             )
 
     def _write_curve(self) -> None:

@@ -16,7 +16,9 @@ import torch
 from cifarbench.callbacks.accounting import EpochClock, FitAccount, Stage
 from cifarbench.callbacks.clocks import Clock, make_clock, wall_time
 from cifarbench.callbacks.quantities import Budget, Q
+from cifarbench.callbacks.ranks import RankLedger
 from cifarbench.callbacks.steps import StepAccount
+from cifarbench.callbacks.straggler import with_straggler
 from cifarbench.callbacks.verdict import Finding, verdict
 
 
@@ -31,6 +33,7 @@ class FitSession:
         self.fit = FitAccount()
         self.epoch = EpochClock()
         self.operators: Any = None  # what OpWindow's profiler saw (an ops.OpSummary), handed over by it
+        self.ranks = RankLedger()  # every rank's figures, per epoch (gathered at each epoch's end)
 
     # -------------------------------------------------------------------------------------- the fit
     def set_up(self, begin_s: float) -> None:
@@ -75,6 +78,7 @@ class FitSession:
             self.operators.timer_steps(self.steps.profiled)
         fit = self.fit
         findings = verdict(budget, fit.steps.transfer_s, advice, fit.epochs, fit.steps.steps, self.operators)
+        findings = with_straggler(findings, self.ranks, advice)  # a slow rank, when more than one ran
         return budget, findings[:1] + ([first] if first else []) + findings[1:]
 
     # ----------------------------------------------------------------------------------- epochs and steps

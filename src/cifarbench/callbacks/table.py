@@ -1,6 +1,7 @@
 """What is printed when fit ends: a row per epoch (data loading vs training), the fit budget (where every
-second went, inside the step too), and the verdict under them. The per-epoch phases, percentiles and memory
-are in timings.csv and TensorBoard; the tables stay within 80 columns."""
+second went, inside the step too), each rank's figures when there are several, and the verdict under them.
+The per-epoch phases, percentiles and memory are in timings.csv and TensorBoard; the tables stay within 80
+columns."""
 
 from __future__ import annotations
 
@@ -52,14 +53,17 @@ def render_report(
     findings: Sequence[Finding],
     clock: str,
     operators: tuple[str, list[str], list[list[str]]] | None = None,
+    ranks: tuple[str, list[str], list[list[str]]] | None = None,
 ) -> None:
-    """Print the per-epoch table, the budget, OpWindow's ``operators`` table (title, headers, rows) if any,
-    and the verdict (rich if installed, plain columns otherwise)."""
+    """Print the per-epoch table, the budget, the per-rank table and OpWindow's ``operators`` table (each
+    title, headers, rows) if any, and the verdict (rich if installed, plain columns otherwise)."""
     tables = []
     if history:
         tables.append((f"EpochTimer ({clock} clock)", HEADERS, timing_table_rows(history)))
     if budget:
         tables.append(("Where the fit's time went", BUDGET_HEADERS, budget_rows(budget)))
+    if ranks is not None:
+        tables.append(ranks)
     if operators is not None:
         tables.append(operators)
     lines = [finding.text for finding in findings]

@@ -30,7 +30,6 @@ from typing_extensions import override
 from cifarbench.callbacks import wrappers
 from cifarbench.callbacks.flops import mfu_flops
 from cifarbench.callbacks.progress import EpochProgress
-from cifarbench.callbacks.ranks import reduce_over_ranks
 from cifarbench.callbacks.records import BUDGET_JSON, TIMINGS_CSV, EpochTiming, epoch_timing
 from cifarbench.callbacks.reporter import Reporter, run_file
 from cifarbench.callbacks.samples import batch_samples, sample_counter
@@ -277,14 +276,14 @@ class EpochTimer(Callback):
         session = self._session
         epoch_s, steps = session.end_epoch()
         self._log_steps(steps)
-        reduce = functools.partial(reduce_over_ranks, trainer)
+        gather = functools.partial(session.ranks.gather, trainer)
         timing = epoch_timing(
             trainer.current_epoch, session.steps.epoch, session.steps.spread, epoch_s, session.clock.name,
-            session.peak_memory(), self._mfu_flops, trainer.world_size, reduce, session.steps.window,
+            session.peak_memory(), self._mfu_flops, trainer.world_size, gather, session.steps.window,
         )  # fmt: skip
         self._history.append(timing)
         if self._reporter is not None:
-            self._reporter.epoch_ended(timing, self._history, trainer.global_step)
+            self._reporter.epoch_ended(timing, self._history, trainer.global_step, session.ranks)
 
     def _log_steps(self, steps: list[Any]) -> None:
         if self._reporter is not None and steps:

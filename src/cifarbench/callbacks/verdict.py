@@ -56,6 +56,8 @@ GENERIC_ADVICE: dict[str, str] = {
     "(on_step=False), or torch.compile",
     "compute_bound": "bf16-mixed precision, channels_last, torch.compile, or a larger batch",
     "launch_bound": "CUDA graphs (torch.compile(mode='reduce-overhead')) or a larger batch",
+    "straggler": "that host: for data loading, its disk and CPU (more DataLoader workers, the data on a "
+    "local disk); for compute, what else runs on its device or CPU, and its clocks; or leave it out",
 }
 
 
