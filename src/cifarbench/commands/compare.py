@@ -86,14 +86,19 @@ def _write(path: str, option: str, write: Callable[[Path], Path]) -> Path:
 # How each row of the printed table is labelled and formatted (the CSV keeps every digit).
 # Indented under what they are part of: the epoch holds data loading and training, training holds the parts.
 _INDENT = {Q.data_loading: "  ", Q.training: "  ", **dict.fromkeys(PARTS, "    "), Q.profiler: "  "}
-_LABEL = {Q.epoch: "epoch, steady", Q.profiler: "EpochTimer's own cost"}
+_LABEL = {
+    Q.epoch: "epoch, steady",
+    Q.profiler: "EpochTimer's own cost",
+    Q.rank_spread: "rank spread (slowest / median rank's own time)",
+}
 ROWS = {
     EPOCHS: ("epochs", "{:.0f}"),
     FIRST_EPOCH: ("first epoch (s)", "{:.3f}"),
     **{
         quantity.column_name: (
-            f"{_INDENT.get(quantity, '')}{_LABEL.get(quantity, quantity.name.replace('_', ' '))} (s)",
-            "{:.3f}",
+            f"{_INDENT.get(quantity, '')}{_LABEL.get(quantity, quantity.name.replace('_', ' '))}"
+            + (" (s)" if quantity.unit == "s" else ""),
+            "{:.3f}" if quantity.unit == "s" else "{:.2f}x",
         )
         for quantity in COMPARED
     },
@@ -101,6 +106,10 @@ ROWS = {
     SPEEDUP: ("speed-up over A (samples/s)", "{:.2f}x"),
     FIT: ("fit, whole (s)", "{:.3f}"),
 }
+
+
+# Rows shown only when a run has them: the rank spread is measured only with more than one rank.
+_ONLY_WHEN_KNOWN = frozenset({COLUMN.rank_spread})
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -113,5 +122,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for letter in letters:
         table.add_column(letter, justify="right")
     for key, (label, form) in ROWS.items():
+        if key in _ONLY_WHEN_KNOWN and all(row.get(key) is None for row in rows):
+            continue
         table.add_row(label, *("" if row.get(key) is None else form.format(row[key]) for row in rows))
     Console().print(table)
