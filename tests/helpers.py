@@ -332,3 +332,17 @@ class RecordLearningRate(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.per_epoch.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+class ExitOnRank(L.Callback):
+    """Ends this process at once on ``rank``, at ``epoch``'s batch ``batch``: ``os._exit``, no clean-up, as a
+    crash or a lost node would (named in DDP tests' configs; the other ranks must notice on their own)."""
+
+    def __init__(self, rank: int = 1, epoch: int = 1, batch: int = 1) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
+    ) -> None:
+        if (trainer.global_rank, trainer.current_epoch, batch_idx) == (self.rank, self.epoch, self.batch):
+            os._exit(3)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cifarbench.callbacks import EpochTiming
-from cifarbench.callbacks.quantities import CSV_FIELDS, PARTS, RANK_FIGURES, Budget, Q, Totals
+from cifarbench.callbacks.quantities import CSV_FIELDS, PARTS, RANK_FIGURES, Budget, Q, StepTimes, Totals
 from cifarbench.callbacks.ranks import (
     HOST_BYTES_PER_FLOAT,
     HOST_FLOATS,
@@ -94,7 +94,8 @@ def test_one_epoch_is_one_gather_carrying_every_ranks_row_samples_and_host():
     # optimizer, step other, framework, profiler), p50, p90, max, peak memory, the op window.
     ledger = RankLedger()
     figures = [3.0, 2.0, 0.4, 0.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.0, 0.0]
-    strategy = TwoRankStrategy([*figures, 32.0, *encode_host("node-b")])
+    first_step = [0.0] * 6  # its first step's training and five parts: not read yet
+    strategy = TwoRankStrategy([*figures, *first_step, 32.0, *encode_host("node-b")])
     trainer = SimpleNamespace(world_size=2, strategy=strategy, current_epoch=4)
     timing = epoch_timing(
         4, totals, spread, 3.0, "host", None, None, 2, functools.partial(ledger.gather, trainer)
@@ -246,3 +247,29 @@ def test_one_rank_writes_no_ranks_file_and_no_ranks_block(tmp_path):
     reporter.fit_ended([], Budget(forward=0.3), [], "finished", session, 0)
     assert not (tmp_path / RANKS_CSV).exists()
     assert "ranks" not in json.loads((tmp_path / "fit_budget.json").read_text())
+
+
+def test_a_slow_first_step_on_one_rank_is_no_straggler():
+    # Rank 1's first step took 1.0 s more (compilation, autotuning); every later step is even.
+    ranks = [rank_epoch(0, 0.0, 0.5, 2.0, 3.0), rank_epoch(1, 0.0, 1.5, 1.0, 3.0)]
+    ranks = [RankEpoch(r.rank, r.host, r.figures, r.samples, {Q.training: t, Q.forward: t}) for r, t in
+             zip(ranks, (0.1, 1.1), strict=True)]  # fmt: skip
+    assert find_straggler(ledger_of(ranks)) is None
+    without_first = ledger_of([RankEpoch(r.rank, r.host, r.figures, r.samples) for r in ranks])
+    assert find_straggler(without_first) is not None  # the same figures, had the first step not been apart
+
+
+def test_a_rank_0_slow_in_loading_is_named_for_loading_though_the_other_waited_in_its_forward():
+    # Rank 0 loads 1.0 s more; rank 1 waits for it in its forward (DDP's buffer broadcast from rank 0), where
+    # the wait looks like compute.
+    ledger = ledger_of([rank_epoch(0, 1.0, 0.3, 0.2, 1.6), rank_epoch(1, 0.0, 1.3, 0.2, 1.6)])
+    straggler = find_straggler(ledger)
+    assert straggler is not None and (straggler.rank.rank, straggler.part) == (0, "data loading")
+
+
+def test_the_first_step_travels_in_the_same_gather():
+    first = StepTimes(training_s=2.0, forward_s=1.5, backward_s=0.5)
+    ledger = RankLedger(lambda: first)
+    ledger.gather(SimpleNamespace(world_size=1, current_epoch=0), {Q.training: 3.0, Q.forward: 2.0}, 4)
+    (rank,) = ledger.after_first_step()
+    assert rank.first_step[Q.training] == 2.0 and rank[Q.training] == 1.0 and rank[Q.forward] == 0.5

@@ -1,7 +1,8 @@
 """``python -m cifarbench VERB ...`` and the ``cifarbench`` script: dispatch to a verb, and the one place that
 turns errors into messages and exit statuses.
 
-Exit statuses: 0 done; 1 training failed (a DataLoader worker died, the loss diverged, or Ctrl-C); 2 bad
+Exit statuses: 0 done; 1 training failed (a DataLoader worker died, another rank was lost, the loss diverged,
+or Ctrl-C); 2 bad
 input (an option, a file, a folder: the message names it and the fix; or a checkpoint that could not be
 saved); 143 stopped by SIGTERM (finished epochs kept).
 """
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+import torch.distributed
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -97,6 +99,14 @@ def main(args: list[str] | None = None) -> None:
         _error(f"error: {error}")
         raise SystemExit(1) from None
     except Exception as error:
+        if _is_lost_rank(error):
+            _error(
+                f"error: this rank lost another rank of the distributed run (it stopped or died, or its node "
+                f"or the network did), so training stopped here too. Epochs that finished are kept in the "
+                f"run's timings.csv and timings_ranks.csv (rank 0 writes them); the first failure is in the "
+                f"other rank's output. The collective reported:\n{type(error).__name__}: {_first_line(error)}"
+            )
+            raise SystemExit(1) from None
         if not _is_dataloader_worker_failure(error):
             raise
         _error(
@@ -109,6 +119,22 @@ def main(args: list[str] | None = None) -> None:
 
 def _error(message: str) -> None:
     print(f"cifarbench: {message}", file=sys.stderr)
+
+
+# What a collective raises when a peer is gone: torch's DistError family (NCCL, the store, timeouts), or
+# gloo's transport errors, which torch raises as a plain RuntimeError.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "gloo/transport/")
+
+
+def _is_lost_rank(error: BaseException) -> bool:
+    if isinstance(error, getattr(torch.distributed, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(mark in str(error) for mark in _LOST_PEER)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:500] if lines else ""
 
 
 def _is_dataloader_worker_failure(error: BaseException) -> bool:

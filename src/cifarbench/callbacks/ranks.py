@@ -14,19 +14,22 @@ what the epoch would have cost it alone.
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from cifarbench.callbacks.quantities import RANK_FIGURES, Q, Quantity
+from cifarbench.callbacks.quantities import PARTS, RANK_FIGURES, Q, Quantity
 
 # A host name travels in the epoch's collective as float64s of 6 bytes each (whole numbers below 2**53 are
 # exact): 11 of them hold 66 bytes, more than a Linux host name's 64 (a longer FQDN is cut).
 HOST_BYTES_PER_FLOAT = 6
 HOST_FLOATS = 11
 RANK, HOST = "rank", "host"
+# The fit's first step on each rank (compilation, autotuning, DDP's first-iteration set-up: unlike the others
+# and unlike from rank to rank), sent with every epoch's figures so that compute can be judged without it.
+FIRST_STEP: tuple[Quantity, ...] = (Q.training, *PARTS)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RankEpoch:
     host: str
     figures: Mapping[Quantity, float]
     samples: int
+    first_step: Mapping[Quantity, float] = field(default_factory=dict)  # the fit's first step, when known
 
     def __getitem__(self, quantity: Quantity) -> float:
         return self.figures[quantity]
@@ -56,26 +60,31 @@ def decode_host(values: Sequence[float]) -> str:
     return data.rstrip(b"\0").decode(errors="replace")
 
 
-def gather_over_ranks(trainer: Any, figures: Mapping[Quantity, float], samples: int) -> list[RankEpoch]:
-    """Every rank's ``figures``, samples and host, in rank order: one ``all_gather`` (none with one rank)."""
+def gather_over_ranks(
+    trainer: Any, figures: Mapping[Quantity, float], samples: int, first_step: Any = None
+) -> list[RankEpoch]:
+    """Every rank's ``figures``, samples, host and first step (a ``StepTimes``; ``None`` before it was read),
+    in rank order: one ``all_gather`` (none with one rank)."""
     host = platform.node()
+    first = [getattr(first_step, quantity.column_name) if first_step else 0.0 for quantity in FIRST_STEP]
     if trainer.world_size == 1:
-        return with_waits([RankEpoch(0, host, dict(figures), samples)])
-    quantities = list(figures)
+        own = RankEpoch(0, host, dict(figures), samples, dict(zip(FIRST_STEP, first, strict=True)))
+        return with_waits([own])
+    quantities, count, firsts = list(figures), len(figures), len(FIRST_STEP)
     local = torch.tensor(
-        [*figures.values(), float(samples), *encode_host(host)],
+        [*figures.values(), *first, float(samples), *encode_host(host)],
         dtype=torch.float64,
         device=trainer.strategy.root_device,
     )
     gathered = trainer.strategy.all_gather(local).reshape(trainer.world_size, -1).cpu().tolist()
-    count = len(quantities)
     return with_waits(
         [
             RankEpoch(
                 rank,
-                decode_host(row[count + 1 :]),
+                decode_host(row[count + firsts + 1 :]),
                 dict(zip(quantities, row[:count], strict=True)),
-                int(row[count]),
+                int(row[count + firsts]),
+                dict(zip(FIRST_STEP, row[count : count + firsts], strict=True)),
             )
             for rank, row in enumerate(gathered)
         ]
@@ -91,6 +100,7 @@ def with_waits(ranks: list[RankEpoch]) -> list[RankEpoch]:
             rank.host,
             {**rank.figures, Q.backward_wait: rank.figures.get(Q.backward, 0.0) - least},
             rank.samples,
+            rank.first_step,
         )
         for rank in ranks
     ]
@@ -124,12 +134,13 @@ def rank_spread(ranks: Sequence[RankEpoch]) -> float | None:
 class RankLedger:
     """Every rank's figures for each epoch of one fit, as gathered (all ranks keep them; rank zero writes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_step: Callable[[], Any] = lambda: None) -> None:
         self.epochs: list[tuple[int, list[RankEpoch]]] = []
+        self._first_step = first_step  # this rank's first step of the fit (a StepTimes), once it was read
 
     def gather(self, trainer: Any, figures: Mapping[Quantity, float], samples: int) -> list[RankEpoch]:
         """The epoch's one collective (:func:`gather_over_ranks`), kept under ``trainer.current_epoch``."""
-        ranks = gather_over_ranks(trainer, figures, samples)
+        ranks = gather_over_ranks(trainer, figures, samples, self._first_step())
         self.epochs.append((trainer.current_epoch, ranks))
         return ranks
 
@@ -148,8 +159,19 @@ class RankLedger:
             figures = {
                 quantity: sum(row.figures.get(quantity, 0.0) for row in rows) for quantity in rank.figures
             }
-            totals.append(RankEpoch(rank.rank, rank.host, figures, sum(row.samples for row in rows)))
+            samples = sum(row.samples for row in rows)
+            totals.append(RankEpoch(rank.rank, rank.host, figures, samples, rank.first_step))
         return totals
+
+    def after_first_step(self) -> list[RankEpoch]:
+        """:meth:`totals` without each rank's first step in its training and parts, the waits taken again
+        over what is left (as the fit budget keeps the first step apart)."""
+        ranks = []
+        for rank in self.totals():
+            first = rank.first_step
+            figures = {quantity: value - first.get(quantity, 0.0) for quantity, value in rank.figures.items()}
+            ranks.append(RankEpoch(rank.rank, rank.host, figures, rank.samples, first))
+        return with_waits(ranks)
 
     def csv_rows(self, last_only: bool = False) -> list[dict[str, Any]]:
         """timings_ranks.csv's rows (:data:`RANKS_CSV_FIELDS`): one per (epoch, rank)."""

@@ -33,7 +33,7 @@ class FitSession:
         self.fit = FitAccount()
         self.epoch = EpochClock()
         self.operators: Any = None  # what OpWindow's profiler saw (an ops.OpSummary), handed over by it
-        self.ranks = RankLedger()  # every rank's figures, per epoch (gathered at each epoch's end)
+        self.ranks = RankLedger(lambda: self.fit.first_step)  # every rank's figures, gathered per epoch
 
     # -------------------------------------------------------------------------------------- the fit
     def set_up(self, begin_s: float) -> None:

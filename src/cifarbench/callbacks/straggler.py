@@ -49,7 +49,11 @@ class Straggler:
         tip = {**GENERIC_ADVICE, **(advice or {})}["straggler"]
         per_epoch, saving = self.epochs_s / self.epochs, self.paid_s / self.epochs
         share = saving / per_epoch if per_epoch > 0 else 0.0
-        where = "data loading" if self.part == "data loading" else "its own compute (training less its wait)"
+        where = (
+            "data loading"
+            if self.part == "data loading"
+            else "its own compute (training less its wait; the first step left out)"
+        )
         rank = self.rank.rank
         text = (
             f"straggler: rank {rank} (host {self.rank.host}) is slow in {where}: {self.seconds:.2f} s "
@@ -65,29 +69,34 @@ class Straggler:
 
 
 def find_straggler(ledger: RankLedger) -> Straggler | None:
-    """The rank whose own data loading or compute is furthest above the median rank's, when that is at
-    least :data:`STRAGGLER_SHARE` of the training epochs; ``None`` with one rank or none that stands out."""
+    """The rank whose own data loading, or else own compute, is furthest above the median rank's, by at least
+    :data:`STRAGGLER_SHARE` of the training epochs; ``None`` with one rank or none that stands out.
+
+    Data loading comes first: it is measured directly, while a wait outside the backward (DDP's broadcast of
+    buffers from rank 0 at the start of each forward, with batch norm) counts as the waiting rank's compute,
+    so a rank 0 slow in loading can make another look slow in compute. Compute is judged without the fit's
+    first step (compilation, autotuning and DDP's first-iteration set-up differ from rank to rank).
+    """
     ranks = ledger.totals()
     if len(ranks) < 2:
         return None
     epochs_s = max(rank[Q.epoch] for rank in ranks)
     if epochs_s <= 0:
         return None
-    found = []
-    for part, figure in (("data loading", lambda rank: rank[Q.data_loading]), ("compute", own_compute)):
-        values = [figure(rank) for rank in ranks]
+    steady = ledger.after_first_step()
+    for part, values in (
+        ("data loading", [rank[Q.data_loading] for rank in ranks]),
+        ("compute", [own_compute(rank) for rank in steady]),
+    ):
         slowest, median = values.index(max(values)), median_index(values)
         if values[slowest] - values[median] >= STRAGGLER_SHARE * epochs_s:
-            found.append((values[slowest] - values[median], part, slowest, median, values))
-    if not found:
-        return None
-    _, part, slowest, median, values = max(found, key=lambda item: item[0])
-    slow = ranks[slowest]
-    waits = [rank[Q.backward] - slow[Q.backward] for rank in ranks if rank.rank != slow.rank]
-    paid = max(0.0, waits[median_index(waits)])
-    return Straggler(
-        slow, ranks[median], part, values[slowest], values[median], paid, len(ledger.epochs), epochs_s
-    )
+            slow = ranks[slowest]
+            waits = [rank[Q.backward] - slow[Q.backward] for rank in ranks if rank.rank != slow.rank]
+            paid = max(0.0, waits[median_index(waits)])
+            return Straggler(
+                slow, ranks[median], part, values[slowest], values[median], paid, len(ledger.epochs), epochs_s
+            )
+    return None
 
 
 def with_straggler(findings: list[Finding], ledger: RankLedger, advice: Mapping[str, str]) -> list[Finding]:
