@@ -9,10 +9,11 @@ short still answers the most important questions:
    share, MFU), medians of the steady epochs, the fast config's compile time reported apart;
 3. EpochTimer's cost: the fast config without and with EpochTimer, medians of several steady epochs each;
 4. the gpu pipeline's data share (the lab config with --data.pipeline gpu);
-5. the data pipelines' throughput, EpochTimer's cost per step, and the CUDA timing tests.
+5. the operator window on the fast and the lab config (GPU busy, launches per step, launch-bound or not);
+6. EpochTimer's cost per step, and 7. the CUDA timing tests.
 `make gpu-accuracy` (--accuracy, 5 minutes): the fast config's training accuracy after 5 epochs on 50,000
-images against the lab config's. `make gpu-lab` (--lab, 8 minutes): `lab all` on 50,000 synthetic images; its
-report.md, tables and PNGs are kept.
+images against the lab config's, then the data pipelines' throughput. `make gpu-lab` (--lab, 8 minutes):
+`lab all` on 50,000 synthetic images; its report.md, tables and PNGs are kept.
 
 Each step is a child process with a time limit (its estimate beside it below); the watchdog stops the whole
 check at its limit, whatever it is doing. Results go to --results-dir (default $OUT/gpu-check when $OUT is
@@ -166,11 +167,14 @@ def check_plan(folder: Path, images: int = IMAGES, quick: bool = False) -> Check
             provides=("gpu_pipeline_data_share",),
         ),
         python_step(
-            "5. The data pipelines' throughput",
-            ["benchmarks/dataloading.py", "--images", n, "--workers", "4"],
-            estimate_s=START_S + 20 * scale,
-            limit_s=40,
-            basis="start 10 s + 50,000 images through 4 pipelines (torchvision at ~7,000 images/s: 7 s)",
+            "5. The operator window on the fast and the lab config: GPU busy, launches per step",
+            ["benchmarks/ops_window.py", "--images", "4096", "--json", str(folder / "5-ops-window.json")],
+            estimate_s=START_S + 2 * FIT_START_S + COMPILE_WARM_S + 20,
+            limit_s=60,
+            basis="start 10 s + 2 fits x 4 s + compile from cache 15 s + 2 x 24 steps and profiling (20 s)",
+            figures_json="5-ops-window.json",
+            provides=("fast_gpu_busy", "fast_launches_per_step", "lab_gpu_busy", "lab_launches_per_step",
+                      "lab_launch_bound", "fast_launch_bound"),
         ),
         python_step(
             "6. EpochTimer's cost per step",
@@ -206,7 +210,14 @@ def accuracy_plan(folder: Path, images: int = IMAGES, quick: bool = False) -> Ch
         figures_json="accuracy.json",
         provides=("fast_minus_lab_train_acc_points",),
     )  # fmt: skip
-    return Check("accuracy", ACCURACY_BUDGET_S, [step], ACCURACY_TARGETS)
+    pipelines = python_step(
+        "The data pipelines' throughput (after the accuracy, if time is left)",
+        ["benchmarks/dataloading.py", "--images", str(images), "--workers", "4"],
+        estimate_s=START_S + 20 * scale,
+        limit_s=40,
+        basis="start 10 s + 50,000 images through 4 pipelines (torchvision at ~7,000 images/s: 7 s)",
+    )
+    return Check("accuracy", ACCURACY_BUDGET_S, [step, pipelines], ACCURACY_TARGETS)
 
 
 def lab_plan(out: Path, images: int = IMAGES) -> Check:
@@ -281,6 +292,9 @@ def kill(process: subprocess.Popen[str] | None) -> None:
 def run_step(step: Step, watchdog: Watchdog) -> Step:
     """Run ``step.command`` from the repository, streaming its output while keeping it."""
     limit_s = min(step.limit_s, watchdog.remaining())
+    # When the watchdog's time left is the tighter limit, a stop at it is the watchdog's (whichever timer
+    # fires first: they are due together).
+    capped_by_watchdog = limit_s < step.limit_s
     if limit_s <= 1:
         step.status = "not run: the watchdog's time was spent"
         return step
@@ -313,7 +327,7 @@ def run_step(step: Step, watchdog: Watchdog) -> Step:
     watchdog.watch(None)
     step.seconds = time.perf_counter() - start
     if step.returncode < 0:
-        why = "the watchdog" if watchdog.expired else f"its limit of {limit_s:.0f} s"
+        why = "the watchdog" if watchdog.expired or capped_by_watchdog else f"its limit of {limit_s:.0f} s"
         step.status = f"stopped by {why} (signal {-step.returncode})"
         lines.append(f"\n[gpu-check] {step.status}\n")
     else:

@@ -6,6 +6,7 @@ Runs the same number of steps of the same small model on the same in-memory data
   3. Lightning fit with a callback that does nothing (what Lightning charges any callback for its hooks),
   4. Lightning fit with EpochTimer (default: phases, spread and the budget),
   5. Lightning fit with EpochTimer(sync=True),
+  6. Lightning fit with StopOnDivergence (the CLI's check for a NaN or infinite loss),
 interleaved over several rounds (median per variant), and prints per-step times and ratios; the costs are the
 median of each round's difference with that round's Lightning-alone run. Then it times a few
 ResNet-18 training steps (batch 128, the lab's) to put EpochTimer's cost per step next to a real step.
@@ -37,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cifarbench.callbacks import EpochTimer
+from cifarbench.callbacks.divergence import StopOnDivergence
 
 BATCH = 64
 WIDTH = 384  # Lightning's step of this MLP takes about 1 ms on the development machine's CPU (2 cores)
@@ -191,6 +193,8 @@ def main() -> None:
         "Lightning + EpochTimer(sync=True)": lambda: lightning_fit(
             args.steps, args.device, EpochTimer(sync=True, print_table=False)
         ),
+        # The CLI's divergence check (every 16th step's loss tested on its device, read back later).
+        "Lightning + StopOnDivergence": lambda: lightning_fit(args.steps, args.device, StopOnDivergence()),
     }
     variants["plain PyTorch loop"]()  # warm-up: first-touch allocations, lazy inits
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -216,6 +220,9 @@ def main() -> None:
     timer_cost = paired_cost_us(
         seconds["Lightning + EpochTimer"], seconds["Lightning, no callback"], args.steps
     )
+    divergence_cost = paired_cost_us(
+        seconds["Lightning + StopOnDivergence"], seconds["Lightning, no callback"], args.steps
+    )
     hooks_cost = paired_cost_us(
         seconds["Lightning + a callback doing nothing"], seconds["Lightning, no callback"], args.steps
     )
@@ -231,6 +238,7 @@ def main() -> None:
     print(
         f"Its epoch end (table row, CSV, per-step curves to the logger) took {end_ms:.1f} ms, once per epoch."
     )
+    print(f"StopOnDivergence (the CLI's NaN/inf check) adds {divergence_cost:+.1f} us/step.")
     print(f"Lightning adds {bare - plain:+.1f} us/step over the plain loop ({bare / plain - 1:+.2%}).")
     if args.json:
         figures = {

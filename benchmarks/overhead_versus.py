@@ -1,12 +1,12 @@
-"""EpochTimer's cost per step in this checkout against another git revision's, paired round by round.
+"""EpochTimer's cost per step in this checkout against another git revision's, side by side.
 
-Each round runs ``benchmarks/overhead.py --rounds 1`` once with this checkout's ``src`` and once with the
-revision's (exported with ``git archive``), in alternating order, and pairs the two "EpochTimer adds" figures
-(each already paired with its own Lightning-alone run). It prints every round, the median of each side, the
-median of the paired differences, and the spread of each side over rounds (the round-to-round noise the
-difference should be judged against).
+Each round runs ``benchmarks/overhead.py --rounds N`` (``--inner``: its own interleaved, paired rounds, whose
+median it reports) once with this checkout's ``src`` and once with the revision's (exported with
+``git archive``), in alternating order. It prints every round, the median of each side, the median of the
+paired differences, and the spread of each side over rounds (the round-to-round noise the difference should
+be judged against).
 
-    python benchmarks/overhead_versus.py REV [--rounds 7] [--steps 1000]
+    python benchmarks/overhead_versus.py REV [--rounds 3] [--inner 7] [--steps 1000]
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def export_src(revision: str, into: Path) -> Path:
     return into / "src"
 
 
-def one_round(src: Path, steps: int, out: Path) -> dict[str, float]:
+def one_round(src: Path, steps: int, inner: int, out: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     script = str(REPO / "benchmarks" / "overhead.py")
-    command = [sys.executable, script, "--rounds", "1", "--steps", str(steps), "--resnet-steps", "0",
+    command = [sys.executable, script, "--rounds", str(inner), "--steps", str(steps), "--resnet-steps", "0",
                "--json", str(out)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -50,18 +50,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("revision", help="the git revision to compare with (e.g. a commit before a change)")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two sides")
+    parser.add_argument("--inner", type=int, default=7, help="overhead.py's own rounds in each run")
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
-    if args.rounds < 2 or args.steps < 10:
-        parser.error(f"--rounds {args.rounds} must be >= 2 and --steps {args.steps} >= 10")
+    if args.rounds < 2 or args.inner < 1 or args.steps < 10:
+        parser.error(
+            f"--rounds {args.rounds} must be >= 2, --inner {args.inner} >= 1, --steps {args.steps} >= 10"
+        )
     with tempfile.TemporaryDirectory() as folder:
         sides = {"this checkout": REPO / "src", args.revision: export_src(args.revision, Path(folder))}
         costs: dict[str, list[float]] = {name: [] for name in sides}
         for index in range(args.rounds):
             order = list(sides) if index % 2 == 0 else list(reversed(sides))  # neither side always goes first
             for name in order:
-                figures = one_round(sides[name], args.steps, Path(folder) / "figures.json")
+                figures = one_round(sides[name], args.steps, args.inner, Path(folder) / "figures.json")
                 costs[name].append(figures["epochtimer_us"])
             print(
                 f"round {index + 1}/{args.rounds}: " + ", ".join(f"{n} {costs[n][-1]:+.1f} us" for n in sides)
@@ -69,8 +72,8 @@ def main() -> None:
     mine, theirs = costs["this checkout"], costs[args.revision]
     differences = [a - b for a, b in zip(mine, theirs, strict=True)]
     print(
-        f"\nEpochTimer's cost per step ({args.steps} steps of overhead.py's 1 ms MLP step, "
-        f"{args.rounds} rounds):"
+        f"\nEpochTimer's cost per step ({args.steps} steps of overhead.py's 1 ms MLP step; "
+        f"{args.rounds} runs of each, each the median of {args.inner} paired rounds):"
     )
     for name, values in costs.items():
         print(f"  {name:<24} median {statistics.median(values):+.1f} us, rounds from {min(values):+.1f} to "

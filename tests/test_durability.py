@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import resource
 import signal
 import subprocess
@@ -26,6 +27,8 @@ from cifarbench.run_logging import claim_version
 
 from helpers import fit_args, loader
 
+TESTS = Path(__file__).resolve().parent
+
 # The small fit, smaller still (what these tests prove does not depend on how much a step computes), and
 # checkpointing, which they are about.
 SMALLER = ("--data.batch_size", "4", "--timer.print_table", "false", "--trainer.enable_checkpointing", "true")
@@ -35,7 +38,12 @@ def fit_process(root: Path, *args: str) -> subprocess.Popen:
     """``python -m cifarbench fit`` (the small fit, logging under ``root``) in a process of its own; its
     output goes to a pipe, which a file-size limit does not touch."""
     command = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *SMALLER, *args)]
-    return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The faults are classes in tests/fault_helpers.py, named in --trainer.* options: the tests folder on the
+    # path, as pytest has it, whatever PYTHONPATH the suite was started with.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def checkpoints(run: Path) -> list[str]:

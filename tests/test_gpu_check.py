@@ -319,3 +319,20 @@ def test_the_smoke_step_compares_the_two_clocks_and_writes_its_figures(tmp_path)
         "events_vs_sync_training", "events_vs_sync_epoch", "events_vs_sync_data_loading_of_epoch"
     }  # fmt: skip
     assert document["machine"]["lightning"] and document["machine"]["peak_tflops_bf16"] is None  # a CPU
+
+
+@pytest.mark.slow
+def test_the_operator_window_step_writes_its_figures_on_a_cpu_too(tmp_path):
+    """The GPU check's window step (benchmarks/ops_window.py), tried on the CPU: it records its steps and
+    names the top operations; GPU busy and launches come only with CUDA kernels."""
+    out = tmp_path / "ops.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/ops_window.py", "--images", "96", "--batch-size", "8", "--accelerator",
+         "cpu", "--only", "lab", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["figures"]["lab_ops_recorded_steps"] == 3
+    assert "convolution" in result["top"]["lab"]["backward"][0]
+    assert "lab_gpu_busy" not in result["figures"]

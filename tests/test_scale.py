@@ -23,8 +23,13 @@ def stub_trainer(log_dir: str) -> SimpleNamespace:
         strategy=SimpleNamespace(
             root_device=torch.device("cpu"),
             batch_to_device=lambda batch, *args, **kwargs: batch,
+            training_step=lambda *args, **kwargs: None,
             optimizer_step=lambda *args, **kwargs: None,
         ),
+        is_global_zero=True,
+        progress_bar_callback=None,
+        train_dataloader=None,
+        callbacks=[],
         save_checkpoint=lambda *args, **kwargs: None,
         loggers=[],
         log_dir=log_dir,
@@ -52,6 +57,7 @@ def test_a_200k_step_epoch_keeps_the_callbacks_memory_and_cost_per_step_flat(tmp
     start = time.perf_counter()
     for step in range(STEPS):
         timer.on_train_batch_start(trainer, module, batch, step)
+        trainer.strategy.training_step()  # EpochTimer's wrapper marks the user's step
         timer.on_before_backward(trainer, module, None)
         timer.on_after_backward(trainer, module)
         timer.on_before_optimizer_step(trainer, module, None)

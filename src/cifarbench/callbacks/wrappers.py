@@ -39,7 +39,9 @@ def install(trainer: L.Trainer, session: FitSession) -> None:
     }
     for owner, method in WRAPPED:
         target = _owner(trainer, owner)
-        original = getattr(target, method)
+        original = getattr(target, method, None)
+        if original is None:  # a strategy of another shape: that part is not seen, the rest still is
+            continue
         wrapper = functools.wraps(original)(makers[method](session, original))
         setattr(wrapper, _ORIGINAL, original)
         setattr(target, method, wrapper)
