@@ -180,8 +180,8 @@ def test_two_nodes_of_one_process_each_train_and_only_rank_0_writes(tmp_path):
 @pytest.mark.slow
 def test_a_rank_that_dies_mid_epoch_stops_the_other_with_a_clear_error_and_keeps_finished_epochs(tmp_path):
     """Node 1's process ends at once in epoch 1 (no clean-up, as a crash or a lost node); rank 0 finds out in
-    its next collective. (Within one node, Lightning's own launcher kills every process when one of its
-    children dies: README, "Scaling out".)"""
+    its next collective. (Within one node, Lightning's own launcher may kill every process first: README,
+    "Scaling out".)"""
     config = tmp_path / "die.yaml"
     config.write_text(
         "trainer:\n  callbacks:\n    - class_path: helpers.ExitOnRank\n"
