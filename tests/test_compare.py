@@ -120,6 +120,28 @@ def test_a_csv_from_an_older_version_is_compared_on_what_it_has(two_runs, tmp_pa
     assert first["forward_s"] == "" and float(first["epoch_s"]) == pytest.approx(steady(older, "epoch_s"))
 
 
+def test_the_rank_spread_is_a_row_when_the_runs_have_one(two_runs, tmp_path, capsys):
+    main(["compare", *map(str, two_runs)])
+    assert "rank spread" not in capsys.readouterr().out  # one rank each: nothing to show
+    copies = []
+    for index, (run, spread) in enumerate(zip(two_runs, ("1.5", "3.0"), strict=True)):
+        copy = tmp_path / f"ranks{index}"
+        shutil.copytree(run, copy)
+        rows = list(csv.DictReader((copy / "timings.csv").open()))
+        for row in rows:
+            row["rank_spread"], row["world_size"] = spread, "2"
+        with open(copy / "timings.csv", "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        copies.append(copy)
+    table = tmp_path / "t.csv"
+    main(["compare", *map(str, copies), "--csv", str(table)])
+    out = capsys.readouterr().out
+    assert "rank spread" in out and "1.50x" in out and "3.00x" in out
+    assert [row["rank_spread"] for row in csv.DictReader(table.open())] == ["1.5", "3.0"]
+
+
 def make_empty_folder(tmp_path: Path) -> Path:
     (tmp_path / "nothing").mkdir()
     return tmp_path / "nothing"
