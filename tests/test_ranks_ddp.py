@@ -155,7 +155,8 @@ def start_nodes(tmp_path: Path, *options: str, config: Path | None = None) -> li
     for node in (0, 1):
         root = tmp_path / f"node{node}"
         root.mkdir()
-        nodes = ("--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1")
+        nodes = ("--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1",
+                 "--data.synthetic", "32", "--data.batch_size", "8")  # fmt: skip
         args = [sys.executable, "-m", "cifarbench", "fit", *fit_args(root, *nodes, *options, config=config)]
         cluster = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node),
                    "WORLD_SIZE": "2", "LOCAL_RANK": "0"}  # fmt: skip
@@ -170,7 +171,7 @@ def test_two_nodes_of_one_process_each_train_and_only_rank_0_writes(tmp_path):
     run = tmp_path / "node0" / "lightning_logs" / "version_0"
     rows = read_rows(run / "timings_ranks.csv")
     assert [(row["epoch"], row["rank"]) for row in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
-    assert all(row["host"] for row in rows) and all(int(row["samples"]) == 2 * 16 for row in rows)
+    assert all(row["host"] for row in rows) and all(int(row["samples"]) == 2 * 8 for row in rows)
     assert [int(row["world_size"]) for row in read_rows(run / "timings.csv")] == [2, 2]
     ranks = json.loads((run / "fit_budget.json").read_text())["ranks"]
     assert [rank["rank"] for rank in ranks] == [0, 1]
