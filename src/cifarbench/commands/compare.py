@@ -31,9 +31,9 @@ SUMMARY = "runs side by side: steady-state epochs, where they go, the speed-up, 
 
 def compare_options(plot: str | None = None, csv: str | None = None) -> None:
     """Compare runs: per run the steady-state epoch (the mean over epochs after the first; the first apart),
-    data loading, training and its parts, samples/s, and the speed-up over the first run given; then the
-    options that differ between the runs' config.yaml. A RUN_DIR is a run's folder (with its timings.csv,
-    e.g. lightning_logs/version_3) or a folder that holds runs.
+    data loading, training and its parts, the rank spread (runs with several ranks), samples/s, and the
+    speed-up over the first run given; then the options that differ between the runs' config.yaml. A RUN_DIR
+    is a run's folder (with its timings.csv, e.g. lightning_logs/version_3) or a folder that holds runs.
 
     Args:
         plot: also draw stacked bars of where each run's steady epoch goes, into this PNG file.
