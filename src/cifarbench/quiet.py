@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -57,10 +58,26 @@ def notice(message: str, level: int = logging.WARNING) -> None:
     log.log(level, message)
 
 
+class _StderrNow(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a message comes, not as it was when the handler was made: a
+    stderr redirected later (pytest's capture, a notebook, ``redirect_stderr``) gets the notices."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_console() -> None:
     """Show cifarbench's notices on stderr and drop the noise; safe to call more than once."""
     if not any(getattr(handler, "_cifarbench", False) for handler in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrNow()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._cifarbench = True  # type: ignore[attr-defined]
         log.addHandler(handler)
