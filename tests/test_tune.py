@@ -58,7 +58,7 @@ def test_an_input_bound_run_ends_faster_and_tuned_yaml_reproduces_the_best_confi
 
 
 def test_validation_heavy_lists_the_training_changing_move_and_applies_it_only_when_allowed(tmp_path):
-    options = ("--trainer.val_check_interval", "0.25", "--trainer.limit_val_batches", "3", "--trials", "2")
+    options = ("--trainer.val_check_interval", "0.25", "--trainer.limit_val_batches", "6", "--trials", "2")
     tune(tmp_path / "default", *options)
     text = table(tmp_path / "default")
     assert "validation-heavy" in text and "not applied" in text and "validate once per epoch" in text

@@ -7,7 +7,7 @@ from pathlib import Path
 from cifarbench.lab.context import shell_command
 from cifarbench.plots import grouped_bars
 from cifarbench.tables import markdown_table
-from cifarbench.tuning.moves import MEASURE, THROUGHPUT
+from cifarbench.tuning.moves import FIT_TIME, MEASURE, THROUGHPUT
 from cifarbench.tuning.search import Search, Trial
 
 COLUMNS = ("trial", "move", "kind of move", "finding", "predicted saving", "measured", "kept", "samples/s")
@@ -16,7 +16,8 @@ its start-up, kept apart); samples/s is the second epoch's. A move answers the b
 is judged on that finding's measure: samples/s for the loading and step findings, the fit's time per epoch
 for validation and checkpointing. *Predicted saving* is the finding's bound (the most removing its cause can
 save, as a share of the epoch or the fit); *measured* is the gain on the measure. A move is kept when its gain
-beats the noise: the two baseline runs of the same config differed by {noise:.1%} (and at least 1% is asked).
+beats the noise of its measure: the two baseline runs of the same config differed by {rate:.1%} in samples/s
+and {fit:.1%} in fit time per epoch, start-up left out (and at least 1% is asked).
 Each trial is a normal run folder under `trials/`: `python -m cifarbench compare {out}/trials` shows them side
 by side."""
 
@@ -43,7 +44,10 @@ def write_report(search: Search, best: Trial | None, command: str) -> Path:
     """``tune.md`` for the search so far (also when it was interrupted) and the PNG; returns tune.md."""
     out = search.out_dir
     lines = [f"# cifarbench tune ({search.status})", "", f"Command: `{command}`", ""]
-    lines += [READING.format(steps=search.steps, noise=search.noise, out=out), ""]
+    noise = search.noise
+    rate, fit = noise.get(THROUGHPUT, 0.0), noise.get(FIT_TIME, 0.0)
+    reading = READING.format(steps=search.steps, rate=rate, fit=fit, out=out)
+    lines += [reading, ""]
     lines += [markdown_table([row(trial) for trial in search.history], COLUMNS), ""]
     measured = [trial for trial in search.history if trial.run]
     baseline = search.baseline_throughput

@@ -55,9 +55,11 @@ class Trial:
 
     @property
     def fit_time_per_epoch(self) -> float:
+        """The fit's time per epoch, start-up left out (it is paid once, and varies from run to run)."""
         if self.run is None or not self.run.epochs:
             return 0.0
-        return float(self.run.budget.get("fit_s") or 0.0) / len(self.run.epochs)
+        startup = float((self.run.budget.get("buckets") or {}).get("startup") or 0.0)
+        return (float(self.run.budget.get("fit_s") or 0.0) - startup) / len(self.run.epochs)
 
     def measure(self, kind: str) -> float:
         return self.fit_time_per_epoch if MEASURE.get(kind) == FIT_TIME else self.throughput
@@ -80,7 +82,7 @@ class Search:
     verbose: bool
     history: list[Trial] = field(default_factory=list)
     not_applied: list[tuple[Move, dict[str, Any]]] = field(default_factory=list)
-    noise: float = 0.0
+    noise: dict[str, float] = field(default_factory=dict)  # by measure: samples/s, fit time per epoch
     baseline_throughput: float = 0.0
     status: str = "running"
     stop_reason: str = ""
@@ -153,7 +155,10 @@ def search(search: Search, fit: Callable[[list[str]], Any]) -> Trial:
     first, second = baseline.throughput, repeat.throughput
     # The noise: how far two runs of the same config differ, as a share of their mean.
     search.baseline_throughput = statistics.mean([first, second])
-    search.noise = abs(first - second) / search.baseline_throughput if first and second else 0.0
+    search.noise = {
+        measure: _spread(baseline.measure(kind), repeat.measure(kind))
+        for measure, kind in ((THROUGHPUT, "input_bound"), (FIT_TIME, "validation_heavy"))
+    }
     # The faster of the two is what a move must beat (by more than the noise): no move wins by luck.
     current, tried = (baseline if first >= second else repeat), set()
     while len(search.history) - 2 < search.trials:
@@ -183,13 +188,19 @@ def search(search: Search, fit: Callable[[list[str]], Any]) -> Trial:
             trial.kept, trial.note = False, "not measured"
             continue
         trial.gain = (after - before) / before if MEASURE.get(kind) != FIT_TIME else (before - after) / before
-        trial.kept = trial.gain > max(search.noise, MIN_GAIN)
+        # Judged against the noise of the same measure, between the two baseline runs.
+        trial.kept = trial.gain > max(search.noise[MEASURE.get(kind, THROUGHPUT)], MIN_GAIN)
         if trial.kept:
             current = trial
     else:
         search.stop_reason = f"the {search.trials} trials allowed (--trials) are used up"
     search.status = "finished"
     return current
+
+
+def _spread(first: float, second: float) -> float:
+    """How far two runs of the same config differ, as a share of their mean."""
+    return abs(first - second) / statistics.mean([first, second]) if first and second else 0.0
 
 
 def tuned_yaml(options: Sequence[str]) -> str:
