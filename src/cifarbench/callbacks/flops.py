@@ -64,16 +64,10 @@ _DENSE_PEAK_FLOPS: dict[str, dict[torch.dtype | str, float]] = {
     # one GPU: FP64 30, FP64 Tensor Core 60, FP32 60, TF32 835*, BF16 1,671*, FP16 1,671*, FP8 3,341*, INT8
     # 3,341* (* sparse). Lightning's "h100 nvl" row (1,979 TFLOP/s bf16) is the earlier datasheet's pair of
     # GPUs.
-    "h100 nvl": {
-        torch.float64: 60e12,
-        torch.float32: 60e12,
-        "tfloat32": 417.5e12,
-        torch.bfloat16: 835.5e12,
-        torch.float16: 835.5e12,
-        torch.float8_e4m3fn: 1670.5e12,
-        torch.int8: 1670.5e12,
-    },
+    # The same figures as the H200 NVL, datasheet for datasheet: one row, not a copy that could drift.
+    "h100 nvl": {},
 }
+_DENSE_PEAK_FLOPS["h100 nvl"] = _DENSE_PEAK_FLOPS["h200 nvl"]
 
 
 def _own_chip(device_name: str) -> str | None:
